@@ -1,0 +1,373 @@
+//! Change-stream cursors: a position in the oplog plus the stream's scope, options and user
+//! pipeline. Each batch scans the oplog forward from the cursor's position and turns entries
+//! into change events shaped like MongoDB 7.0's. The position advances over entries that do not
+//! match, and `postBatchResumeToken` reports it, so a consumer of a quiet collection in a busy
+//! database still makes progress it can resume from.
+
+use crate::error::{codes, CommandError, CommandResult};
+use crate::oplog::Oplog;
+use crate::oplog::{decode_token, token_doc, Entry, OpKind, TokenKind};
+use crate::query::pipeline::Pipeline;
+use crate::state::State;
+use crate::store::Database;
+use bson::{doc, Bson, Document, Timestamp};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    Collection { db: String, coll: String },
+    Database { db: String },
+    Cluster,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FullDocument {
+    Default,
+    UpdateLookup,
+    WhenAvailable,
+    Required,
+}
+
+/// Stages MongoDB allows after `$changeStream`: they transform events one at a time.
+const ALLOWED_STAGES: &[&str] = &[
+    "$match",
+    "$project",
+    "$addFields",
+    "$set",
+    "$unset",
+    "$replaceRoot",
+    "$replaceWith",
+    "$redact",
+];
+
+const OPTIONS: &[&str] = &[
+    "resumeAfter",
+    "startAfter",
+    "startAtOperationTime",
+    "fullDocument",
+    "fullDocumentBeforeChange",
+    "allChangesForCluster",
+    "showExpandedEvents",
+    "allowToRunOnConfigDB",
+    "allowToRunOnSystemNS",
+];
+
+#[derive(Debug)]
+pub struct ChangeStream {
+    scope: Scope,
+    full_document: FullDocument,
+    pipeline: Pipeline,
+    /// The next oplog sequence number to read.
+    next_seq: u64,
+    /// The resume token of the last position scanned (the postBatchResumeToken).
+    last_token: Document,
+    /// An invalidate was delivered: the cursor is exhausted.
+    finished: bool,
+}
+
+impl ChangeStream {
+    /// Opens a stream from the `$changeStream` stage's options and the stages after it.
+    pub fn open(
+        scope: Scope,
+        options: &Document,
+        rest: &[Document],
+        state: &State,
+    ) -> CommandResult<ChangeStream> {
+        for key in options.keys() {
+            if !OPTIONS.contains(&key.as_str()) {
+                return Err(CommandError::new(
+                    codes::LOCATION_40415,
+                    format!("BSON field '$changeStream.{key}' is an unknown field."),
+                ));
+            }
+        }
+        let full_document = match options.get("fullDocument") {
+            None => FullDocument::Default,
+            Some(Bson::String(s)) => match s.as_str() {
+                "default" => FullDocument::Default,
+                "updateLookup" => FullDocument::UpdateLookup,
+                "whenAvailable" => FullDocument::WhenAvailable,
+                "required" => FullDocument::Required,
+                other => {
+                    return Err(CommandError::bad_value(format!(
+                        "Enumeration value '{other}' for field '$changeStream.fullDocument' is not a valid value."
+                    )))
+                }
+            },
+            Some(_) => return Err(CommandError::type_mismatch("fullDocument must be a string")),
+        };
+        for stage in rest {
+            if let Some(name) = stage.keys().next() {
+                if name.starts_with('$')
+                    && !ALLOWED_STAGES.contains(&name.as_str())
+                    && is_known_stage(name)
+                {
+                    return Err(CommandError::new(
+                        codes::ILLEGAL_OPERATION,
+                        format!("{name} is not permitted in a $changeStream pipeline"),
+                    ));
+                }
+            }
+        }
+        let pipeline = Pipeline::parse(rest)?;
+
+        let resume_options = ["resumeAfter", "startAfter", "startAtOperationTime"];
+        let given: Vec<&str> = resume_options
+            .iter()
+            .copied()
+            .filter(|k| options.contains_key(*k))
+            .collect();
+        if given.len() > 1 {
+            return Err(CommandError::new(
+                40674,
+                "Only one type of resume option is allowed, but multiple were found.",
+            ));
+        }
+        let oplog = &state.oplog;
+        let (next_seq, last_token) = match given.first().copied() {
+            Some(key @ ("resumeAfter" | "startAfter")) => {
+                let raw = options.get(key).cloned().unwrap_or(Bson::Null);
+                let pos = decode_token(&raw)?;
+                if pos.kind == TokenKind::Invalidate && key == "resumeAfter" {
+                    return Err(CommandError::new(
+                        260,
+                        "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
+                    ));
+                }
+                let token = match raw {
+                    Bson::Document(d) => d,
+                    _ => Document::new(),
+                };
+                (oplog.resume_after(&pos)?, token)
+            }
+            Some(_) => {
+                let ts = match options.get("startAtOperationTime") {
+                    Some(Bson::Timestamp(ts)) => *ts,
+                    _ => {
+                        return Err(CommandError::type_mismatch(
+                            "startAtOperationTime must be a timestamp",
+                        ))
+                    }
+                };
+                let next = oplog.start_at(ts)?;
+                (
+                    next,
+                    token_doc(ts, next.saturating_sub(1), TokenKind::Event),
+                )
+            }
+            None => (oplog.head_seq() + 1, oplog.last().token()),
+        };
+        Ok(ChangeStream {
+            scope,
+            full_document,
+            pipeline,
+            next_seq,
+            last_token,
+            finished: false,
+        })
+    }
+
+    pub fn post_batch_resume_token(&self) -> Document {
+        self.last_token.clone()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Reads up to `max` events (an entry that ends in an invalidate may add one more).
+    pub fn next_batch(
+        &mut self,
+        oplog: &Oplog,
+        dbs: &BTreeMap<String, Database>,
+        max: usize,
+    ) -> CommandResult<Vec<Document>> {
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        if self.next_seq < oplog.first().seq {
+            return Err(CommandError::new(
+                codes::CHANGE_STREAM_HISTORY_LOST,
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+            )
+            .with_label("NonResumableChangeStreamError"));
+        }
+        let mut out = Vec::new();
+        for entry in oplog.from_seq(self.next_seq) {
+            if out.len() >= max.max(1) {
+                break;
+            }
+            self.next_seq = entry.seq + 1;
+            self.last_token = entry.token();
+            if !self.in_scope(entry) {
+                continue;
+            }
+            let (event, invalidates) = match self.event_for(entry, dbs)? {
+                Some(e) => e,
+                None => continue,
+            };
+            if let Some(e) = self.through_pipeline(event)? {
+                out.push(e);
+            }
+            if invalidates {
+                let inv_token = token_doc(entry.ts, entry.seq, TokenKind::Invalidate);
+                let inv = doc! {
+                    "_id": inv_token.clone(),
+                    "operationType": "invalidate",
+                    "clusterTime": entry.ts,
+                    "wallTime": entry.wall,
+                };
+                self.last_token = inv_token;
+                self.finished = true;
+                if let Some(e) = self.through_pipeline(inv)? {
+                    out.push(e);
+                }
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn through_pipeline(&self, event: Document) -> CommandResult<Option<Document>> {
+        let id = event.get("_id").cloned();
+        let Some(out) = self.pipeline.apply_one(event) else {
+            return Ok(None);
+        };
+        if out.get("_id") != id.as_ref() {
+            return Err(CommandError::new(
+                codes::CHANGE_STREAM_FATAL_ERROR,
+                "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed.",
+            )
+            .with_label("NonResumableChangeStreamError"));
+        }
+        Ok(Some(out))
+    }
+
+    fn in_scope(&self, e: &Entry) -> bool {
+        if matches!(e.op, OpKind::Noop) {
+            return false;
+        }
+        match &self.scope {
+            Scope::Collection { db, coll } => &e.db == db && &e.coll == coll,
+            Scope::Database { db } => &e.db == db && !e.coll.starts_with("system."),
+            Scope::Cluster => {
+                !matches!(e.db.as_str(), "admin" | "config" | "local")
+                    && !e.coll.starts_with("system.")
+            }
+        }
+    }
+
+    /// The event for an entry, and whether it invalidates this stream.
+    fn event_for(
+        &self,
+        e: &Entry,
+        dbs: &BTreeMap<String, Database>,
+    ) -> CommandResult<Option<(Document, bool)>> {
+        let ns = if e.coll.is_empty() {
+            doc! {"db": e.db.clone()}
+        } else {
+            doc! {"db": e.db.clone(), "coll": e.coll.clone()}
+        };
+        let mut ev = doc! {"_id": e.token()};
+        let collection_scope = matches!(self.scope, Scope::Collection { .. });
+        let invalidates = match &e.op {
+            OpKind::Noop => return Ok(None),
+            OpKind::Insert { doc } => {
+                head(&mut ev, "insert", e.ts, e);
+                ev.insert("fullDocument", doc.clone());
+                ev.insert("ns", ns);
+                ev.insert(
+                    "documentKey",
+                    doc! {"_id": doc.get("_id").cloned().unwrap_or(Bson::Null)},
+                );
+                false
+            }
+            OpKind::Update { key, desc } => {
+                head(&mut ev, "update", e.ts, e);
+                ev.insert("ns", ns);
+                ev.insert("documentKey", doc! {"_id": key.clone()});
+                ev.insert("updateDescription", desc.to_document());
+                if self.full_document != FullDocument::Default {
+                    let current = dbs
+                        .get(&e.db)
+                        .and_then(|d| d.collections.get(&e.coll))
+                        .and_then(|c| c.find_by_id(key))
+                        .map(|(_, d)| Bson::Document(d.clone()));
+                    match (current, self.full_document) {
+                        (Some(d), _) => {
+                            ev.insert("fullDocument", d);
+                        }
+                        (None, FullDocument::Required) => {
+                            return Err(CommandError::new(
+                                47,
+                                "Change stream was configured to require a post-image for all update, delete and replace events, but the post-image was not found",
+                            ))
+                        }
+                        (None, _) => {
+                            ev.insert("fullDocument", Bson::Null);
+                        }
+                    }
+                }
+                false
+            }
+            OpKind::Replace { key, doc } => {
+                head(&mut ev, "replace", e.ts, e);
+                ev.insert("fullDocument", doc.clone());
+                ev.insert("ns", ns);
+                ev.insert("documentKey", doc! {"_id": key.clone()});
+                false
+            }
+            OpKind::Delete { key } => {
+                head(&mut ev, "delete", e.ts, e);
+                ev.insert("ns", ns);
+                ev.insert("documentKey", doc! {"_id": key.clone()});
+                false
+            }
+            OpKind::Drop => {
+                head(&mut ev, "drop", e.ts, e);
+                ev.insert("ns", ns);
+                collection_scope
+            }
+            OpKind::Rename { to_db, to_coll } => {
+                head(&mut ev, "rename", e.ts, e);
+                ev.insert("ns", ns);
+                ev.insert("to", doc! {"db": to_db.clone(), "coll": to_coll.clone()});
+                collection_scope
+            }
+            OpKind::DropDatabase => {
+                head(&mut ev, "dropDatabase", e.ts, e);
+                ev.insert("ns", ns);
+                matches!(self.scope, Scope::Database { .. })
+            }
+        };
+        Ok(Some((ev, invalidates)))
+    }
+}
+
+fn head(ev: &mut Document, op: &str, ts: Timestamp, e: &Entry) {
+    ev.insert("operationType", op);
+    ev.insert("clusterTime", ts);
+    ev.insert("wallTime", e.wall);
+}
+
+fn is_known_stage(name: &str) -> bool {
+    matches!(
+        name,
+        "$sort"
+            | "$limit"
+            | "$skip"
+            | "$count"
+            | "$group"
+            | "$lookup"
+            | "$out"
+            | "$merge"
+            | "$facet"
+            | "$unwind"
+            | "$sample"
+            | "$changeStream"
+            | "$bucket"
+            | "$graphLookup"
+            | "$geoNear"
+            | "$indexStats"
+    )
+}

@@ -1,0 +1,308 @@
+//! Namespaces and indexes: create, drop, dropDatabase, renameCollection, listCollections,
+//! createIndexes, listIndexes, dropIndexes. Drops and renames are logged, so change streams
+//! report them (and invalidate) as MongoDB's do.
+
+use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
+use crate::error::{codes, CommandError, CommandResult};
+use crate::oplog::OpKind;
+use crate::query::filter::Filter;
+use crate::state::{validate_namespace, Shared};
+use crate::store::{Collection, IndexSpec};
+use bson::{doc, Bson, Document};
+
+pub fn create(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let coll = collection_arg(body, "create")?;
+    validate_namespace(db, coll)?;
+    let mut st = shared.lock();
+    if st.collection(db, coll).is_some() {
+        return Err(CommandError::new(
+            codes::NAMESPACE_EXISTS,
+            format!("Collection {db}.{coll} already exists."),
+        ));
+    }
+    st.collection_or_create(db, coll)?;
+    Ok(Document::new())
+}
+
+pub fn drop(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let coll = collection_arg(body, "drop")?;
+    let mut st = shared.lock();
+    let removed = st.dbs.get_mut(db).and_then(|d| d.collections.remove(coll));
+    match removed {
+        Some(c) => {
+            st.log(db, coll, OpKind::Drop);
+            Ok(doc! {"nIndexesWas": c.indexes.len() as i32, "ns": format!("{db}.{coll}")})
+        }
+        // Since MongoDB 7.0 dropping a collection that does not exist succeeds.
+        None => Ok(Document::new()),
+    }
+}
+
+pub fn drop_database(shared: &Shared, db: &str) -> CommandResult<Document> {
+    let mut st = shared.lock();
+    if let Some(database) = st.dbs.remove(db) {
+        // MongoDB drops each collection (one oplog entry each), then the database.
+        for name in database.collections.keys() {
+            st.log(db, name, OpKind::Drop);
+        }
+        st.log(db, "", OpKind::DropDatabase);
+    }
+    Ok(doc! {"dropped": db})
+}
+
+fn split_ns(ns: &str) -> CommandResult<(&str, &str)> {
+    ns.split_once('.')
+        .filter(|(d, c)| !d.is_empty() && !c.is_empty())
+        .ok_or_else(|| {
+            CommandError::invalid_namespace(format!("Invalid namespace specified '{ns}'"))
+        })
+}
+
+pub fn rename(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    if db != "admin" {
+        return Err(CommandError::new(
+            codes::UNAUTHORIZED,
+            "renameCollection may only be run against the admin database.",
+        ));
+    }
+    let from = body
+        .get_str("renameCollection")
+        .map_err(|_| CommandError::type_mismatch("renameCollection must be a string namespace"))?;
+    let to = body
+        .get_str("to")
+        .map_err(|_| CommandError::type_mismatch("'to' must be a string namespace"))?;
+    let (from_db, from_coll) = split_ns(from)?;
+    let (to_db, to_coll) = split_ns(to)?;
+    validate_namespace(to_db, to_coll)?;
+    let drop_target = bool_arg(body, "dropTarget");
+    let mut st = shared.lock();
+    if st.collection(from_db, from_coll).is_none() {
+        return Err(CommandError::new(
+            codes::NAMESPACE_NOT_FOUND,
+            format!("Source collection {from} does not exist"),
+        ));
+    }
+    if from == to {
+        return Err(CommandError::new(
+            codes::ILLEGAL_OPERATION,
+            "Can't rename a collection to itself",
+        ));
+    }
+    if st.collection(to_db, to_coll).is_some() {
+        if !drop_target {
+            return Err(CommandError::new(
+                codes::NAMESPACE_EXISTS,
+                "target namespace exists",
+            ));
+        }
+        if let Some(d) = st.dbs.get_mut(to_db) {
+            d.collections.remove(to_coll);
+        }
+        st.log(to_db, to_coll, OpKind::Drop);
+    }
+    let moved = st
+        .dbs
+        .get_mut(from_db)
+        .and_then(|d| d.collections.remove(from_coll))
+        .unwrap_or_default();
+    st.dbs
+        .entry(to_db.to_string())
+        .or_default()
+        .collections
+        .insert(to_coll.to_string(), moved);
+    st.log(
+        from_db,
+        from_coll,
+        OpKind::Rename {
+            to_db: to_db.into(),
+            to_coll: to_coll.into(),
+        },
+    );
+    Ok(Document::new())
+}
+
+fn collection_info(name: &str, c: &Collection) -> Document {
+    doc! {
+        "name": name,
+        "type": "collection",
+        "options": {},
+        "info": {"readOnly": false, "uuid": c.uuid.clone()},
+        "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
+    }
+}
+
+pub fn list_collections(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let filter = match doc_arg(body, "filter")? {
+        Some(f) => Some(Filter::parse(&f)?),
+        None => None,
+    };
+    let name_only = bool_arg(body, "nameOnly");
+    let st = shared.lock();
+    let mut out = Vec::new();
+    if let Some(d) = st.dbs.get(db) {
+        for (name, c) in &d.collections {
+            let info = collection_info(name, c);
+            if filter.as_ref().map(|f| f.matches(&info)).unwrap_or(true) {
+                out.push(if name_only {
+                    doc! {"name": name, "type": "collection"}
+                } else {
+                    info
+                });
+            }
+        }
+    }
+    Ok(cursor_reply(
+        0,
+        &format!("{db}.$cmd.listCollections"),
+        out,
+        true,
+        None,
+    ))
+}
+
+/// MongoDB's default index name: `field_1_other_-1`.
+fn default_index_name(key: &Document) -> String {
+    key.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Bson::Int32(i) => i.to_string(),
+                Bson::Int64(i) => i.to_string(),
+                Bson::Double(d) => format!("{}", *d as i64),
+                Bson::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k}_{v}")
+        })
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+pub fn create_indexes(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let coll = collection_arg(body, "createIndexes")?;
+    let specs = body
+        .get_array("indexes")
+        .map_err(|_| CommandError::type_mismatch("'indexes' must be an array"))?;
+    if specs.is_empty() {
+        return Err(CommandError::bad_value(
+            "Must specify at least one index to create",
+        ));
+    }
+    let mut parsed = Vec::new();
+    for s in specs {
+        let Bson::Document(s) = s else {
+            return Err(CommandError::type_mismatch(
+                "each index specification must be an object",
+            ));
+        };
+        let key = doc_arg(s, "key")?.ok_or_else(|| {
+            CommandError::failed_to_parse("index specification must have a 'key'")
+        })?;
+        if key.is_empty() {
+            return Err(CommandError::new(67, "Index keys cannot be empty."));
+        }
+        let name = match s.get("name") {
+            Some(Bson::String(n)) if !n.is_empty() => n.clone(),
+            None => default_index_name(&key),
+            _ => {
+                return Err(CommandError::type_mismatch(
+                    "index name must be a non-empty string",
+                ))
+            }
+        };
+        let mut options = Document::new();
+        for (k, v) in s {
+            if !matches!(k.as_str(), "key" | "name" | "unique" | "v") {
+                options.insert(k.clone(), v.clone());
+            }
+        }
+        parsed.push(IndexSpec {
+            name,
+            key,
+            unique: bool_arg(s, "unique"),
+            options,
+        });
+    }
+    let mut st = shared.lock();
+    let created_automatically = st.collection(db, coll).is_none();
+    let c = st.collection_or_create(db, coll)?;
+    let before = c.indexes.len() as i32;
+    for spec in parsed {
+        c.create_index(spec)?;
+    }
+    let after = c.indexes.len() as i32;
+    let mut reply = doc! {"numIndexesBefore": before, "numIndexesAfter": after, "createdCollectionAutomatically": created_automatically};
+    if before == after {
+        reply.insert("note", "all indexes already exist");
+    }
+    Ok(reply)
+}
+
+pub fn list_indexes(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let coll = collection_arg(body, "listIndexes")?;
+    let _ = batch_size(
+        body.get_document("cursor")
+            .ok()
+            .and_then(|c| int_arg(c, "batchSize").ok().flatten()),
+    )?;
+    let st = shared.lock();
+    let c = st.collection(db, coll).ok_or_else(|| {
+        CommandError::new(
+            codes::NAMESPACE_NOT_FOUND,
+            format!("ns does not exist: {db}.{coll}"),
+        )
+    })?;
+    let out: Vec<Document> = c.indexes.iter().map(|i| i.to_document()).collect();
+    Ok(cursor_reply(0, &format!("{db}.{coll}"), out, true, None))
+}
+
+pub fn drop_indexes(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let name = if body.contains_key("dropIndexes") {
+        "dropIndexes"
+    } else {
+        "deleteIndexes"
+    };
+    let coll = collection_arg(body, name)?;
+    let mut st = shared.lock();
+    let c = st.collection_mut(db, coll).ok_or_else(|| {
+        CommandError::new(
+            codes::NAMESPACE_NOT_FOUND,
+            format!("ns not found {db}.{coll}"),
+        )
+    })?;
+    let was = c.indexes.len() as i32;
+    let names: Vec<String> = match body.get("index") {
+        Some(Bson::String(s)) if s == "*" => c
+            .indexes
+            .iter()
+            .filter(|i| i.name != "_id_")
+            .map(|i| i.name.clone())
+            .collect(),
+        Some(Bson::String(s)) => vec![s.clone()],
+        Some(Bson::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Bson::Document(key)) => {
+            let found = c
+                .indexes
+                .iter()
+                .find(|i| &i.key == key)
+                .map(|i| i.name.clone());
+            vec![found.ok_or_else(|| {
+                CommandError::new(
+                    codes::INDEX_NOT_FOUND,
+                    format!("can't find index with key: {key}"),
+                )
+            })?]
+        }
+        _ => {
+            return Err(CommandError::type_mismatch(
+                "'index' must be a name, a key pattern, an array of names, or '*'",
+            ))
+        }
+    };
+    for n in names {
+        c.drop_index(&n)?;
+    }
+    Ok(doc! {"nIndexesWas": was})
+}

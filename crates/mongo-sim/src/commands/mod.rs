@@ -1,0 +1,250 @@
+//! Command dispatch. A command is a document whose first key names it; the reply is a document
+//! with `ok`. Around every command the dispatcher applies the `failCommand` fail point, counts
+//! it in `opcounters`, stamps `$clusterTime`/`operationTime` as a replica-set member does, and
+//! wakes change streams when the oplog grew.
+
+mod aggregate;
+mod crud;
+mod ddl;
+mod handshake;
+
+use crate::error::{codes, CommandError, CommandResult};
+use crate::state::{OpCounters, Shared};
+use bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
+use std::sync::Arc;
+
+/// Per-connection facts some commands need.
+#[derive(Debug, Default)]
+pub struct Conn {
+    pub id: i64,
+    /// `client.application.name` from the handshake: `failCommand` can target it (`appName`).
+    pub app_name: Option<String>,
+}
+
+pub enum Outcome {
+    Reply(Document),
+    /// Close the connection without replying (a fail point's `closeConnection`).
+    Close,
+}
+
+const WRITE_COMMANDS: &[&str] = &["insert", "update", "delete", "findAndModify"];
+
+pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: &str) -> Outcome {
+    let Some(name) = body.keys().next().cloned() else {
+        return Outcome::Reply(finish(
+            shared,
+            CommandError::failed_to_parse("no command name").to_document(),
+        ));
+    };
+    if matches!(name.as_str(), "hello" | "isMaster" | "ismaster") {
+        if let Ok(app) = body
+            .get_document("client")
+            .and_then(|c| c.get_document("application"))
+        {
+            conn.app_name = app.get_str("name").ok().map(str::to_string);
+        }
+    }
+    count(shared, &name);
+
+    let injected = {
+        let mut st = shared.lock();
+        st.failpoints.fail_command(
+            &name,
+            conn.app_name.as_deref(),
+            WRITE_COMMANDS.contains(&name.as_str()),
+        )
+    };
+    let mut write_concern_error = None;
+    if let Some(inj) = injected {
+        if let Some(d) = inj.block {
+            tokio::time::sleep(d).await;
+        }
+        if inj.close_connection {
+            return Outcome::Close;
+        }
+        if let Some(err) = inj.error {
+            return Outcome::Reply(finish(shared, err.to_document()));
+        }
+        write_concern_error = inj.write_concern_error;
+    }
+
+    let result = run(shared, conn, &name, &body, db).await;
+    let mut reply = match result {
+        Ok(mut d) => {
+            if !d.contains_key("ok") {
+                d.insert("ok", 1.0);
+            }
+            d
+        }
+        Err(e) => e.to_document(),
+    };
+    if let Some(wce) = write_concern_error {
+        reply.insert("writeConcernError", wce);
+    }
+    Outcome::Reply(finish(shared, reply))
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    name: &str,
+    body: &Document,
+    db: &str,
+) -> CommandResult<Document> {
+    match name {
+        "hello" | "isMaster" | "ismaster" => {
+            handshake::hello(shared, conn, body, name != "hello").await
+        }
+        "ping" => Ok(Document::new()),
+        "buildInfo" | "buildinfo" => Ok(handshake::build_info()),
+        "serverStatus" => Ok(handshake::server_status(shared)),
+        "endSessions" | "killSessions" | "refreshSessions" => Ok(Document::new()),
+        "connectionStatus" => {
+            Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}})
+        }
+        "whatsmyuri" => Ok(doc! {"you": "127.0.0.1"}),
+        "listDatabases" => handshake::list_databases(shared, body),
+        "configureFailPoint" => {
+            if db != "admin" {
+                return Err(CommandError::new(
+                    codes::UNAUTHORIZED,
+                    "configureFailPoint may only be run against the admin database.",
+                ));
+            }
+            let count = shared.lock().failpoints.configure(body)?;
+            Ok(doc! {"count": count})
+        }
+        "insert" => crud::insert(shared, body, db),
+        "find" => crud::find(shared, body, db),
+        "getMore" => crud::get_more(shared, body, db).await,
+        "killCursors" => crud::kill_cursors(shared, body, db),
+        "update" => crud::update(shared, body, db),
+        "delete" => crud::delete(shared, body, db),
+        "findAndModify" | "findandmodify" => crud::find_and_modify(shared, body, db, name),
+        "count" => crud::count(shared, body, db),
+        "aggregate" => aggregate::aggregate(shared, body, db),
+        "create" => ddl::create(shared, body, db),
+        "drop" => ddl::drop(shared, body, db),
+        "dropDatabase" => ddl::drop_database(shared, db),
+        "renameCollection" => ddl::rename(shared, body, db),
+        "listCollections" => ddl::list_collections(shared, body, db),
+        "createIndexes" => ddl::create_indexes(shared, body, db),
+        "listIndexes" => ddl::list_indexes(shared, body, db),
+        "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(shared, body, db),
+        other => Err(CommandError::new(
+            codes::COMMAND_NOT_FOUND,
+            format!("no such command: '{other}'"),
+        )),
+    }
+}
+
+fn count(shared: &Shared, name: &str) {
+    let c = &shared.counters;
+    // insert/update/delete are counted per document by the commands themselves.
+    match name {
+        "find" => OpCounters::add(&c.query, 1),
+        "getMore" => OpCounters::add(&c.getmore, 1),
+        "insert" | "update" | "delete" => {}
+        _ => OpCounters::add(&c.command, 1),
+    }
+}
+
+/// Stamps the reply as a replica-set member does, and wakes change streams if a write landed.
+fn finish(shared: &Shared, mut reply: Document) -> Document {
+    let (now, head) = {
+        let st = shared.lock();
+        (st.clock.now(), st.oplog.head_seq())
+    };
+    shared.publish_head(head);
+    if !shared.standalone {
+        reply.insert(
+            "$clusterTime",
+            doc! {
+                "clusterTime": now,
+                "signature": {
+                    "hash": Binary { subtype: BinarySubtype::Generic, bytes: vec![0; 20] },
+                    "keyId": 0i64,
+                },
+            },
+        );
+        reply.insert("operationTime", now);
+    }
+    reply
+}
+
+// ---- small shared helpers for the command modules ----
+
+/// The collection name a command addresses (`{find: "c"}`), validated.
+pub(crate) fn collection_arg<'a>(body: &'a Document, name: &str) -> CommandResult<&'a str> {
+    match body.get(name) {
+        Some(Bson::String(s)) if !s.is_empty() => Ok(s),
+        Some(Bson::String(_)) => Err(CommandError::new(
+            codes::INVALID_NAMESPACE,
+            "Invalid namespace specified: empty collection name",
+        )),
+        _ => Err(CommandError::type_mismatch(format!(
+            "collection name has invalid type {}",
+            body.get(name)
+                .map(|v| format!("{:?}", v.element_type()))
+                .unwrap_or_else(|| "missing".into())
+        ))),
+    }
+}
+
+pub(crate) fn int_arg(body: &Document, key: &str) -> CommandResult<Option<i64>> {
+    match body.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(i)) => Ok(Some(*i as i64)),
+        Some(Bson::Int64(i)) => Ok(Some(*i)),
+        Some(Bson::Double(d)) if d.fract() == 0.0 => Ok(Some(*d as i64)),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{key}' is the wrong type '{:?}'",
+            other.element_type()
+        ))),
+    }
+}
+
+pub(crate) fn doc_arg(body: &Document, key: &str) -> CommandResult<Option<Document>> {
+    match body.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Ok(Some(d.clone())),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{key}' is the wrong type '{:?}', expected type 'object'",
+            other.element_type()
+        ))),
+    }
+}
+
+pub(crate) fn bool_arg(body: &Document, key: &str) -> bool {
+    match body.get(key) {
+        Some(Bson::Boolean(b)) => *b,
+        Some(Bson::Int32(i)) => *i != 0,
+        Some(Bson::Int64(i)) => *i != 0,
+        Some(Bson::Double(d)) => *d != 0.0,
+        _ => false,
+    }
+}
+
+/// `cursor.batchSize` of an aggregate, or a find's `batchSize`.
+pub(crate) fn batch_size(v: Option<i64>) -> CommandResult<Option<usize>> {
+    match v {
+        Some(n) if n < 0 => Err(CommandError::bad_value("batchSize must be non-negative")),
+        Some(n) => Ok(Some(n as usize)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn cursor_reply(
+    id: i64,
+    ns: &str,
+    batch: Vec<Document>,
+    first: bool,
+    pbrt: Option<Document>,
+) -> Document {
+    let key = if first { "firstBatch" } else { "nextBatch" };
+    let mut cursor = doc! {key: batch, "id": id, "ns": ns};
+    if let Some(t) = pbrt {
+        cursor.insert("postBatchResumeToken", t);
+    }
+    doc! {"cursor": cursor}
+}

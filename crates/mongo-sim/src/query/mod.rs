@@ -1,0 +1,10 @@
+//! The query language: BSON comparison order, dotted paths, filters, sorts, projections,
+//! update operators and the aggregation stages mongo-sim supports. Pure functions over
+//! `bson::Document`, so they are tested here without any server.
+
+pub mod compare;
+pub mod expr;
+pub mod filter;
+pub mod path;
+pub mod projection;
+pub mod sort;

@@ -1,0 +1,161 @@
+//! Everything the server knows, behind one lock: databases, the oplog, open cursors and fail
+//! points. One lock makes commit order trivially the oplog's order, which is the property
+//! change streams are about; commands are short, and the only long wait (a change-stream
+//! `getMore`) happens outside it, on the `head` watch channel.
+
+use crate::clock::Clock;
+use crate::cursor::Cursors;
+use crate::error::{codes, CommandError, CommandResult};
+use crate::failpoint::FailPoints;
+use crate::oplog::{OpKind, Oplog};
+use crate::store::{Collection, Database};
+use bson::{oid::ObjectId, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::watch;
+
+#[derive(Debug)]
+pub struct State {
+    pub dbs: BTreeMap<String, Database>,
+    pub oplog: Oplog,
+    pub clock: Clock,
+    pub cursors: Cursors,
+    pub failpoints: FailPoints,
+}
+
+impl State {
+    pub fn new(oplog_max_events: usize) -> Self {
+        let mut clock = Clock::new();
+        let ts = clock.tick();
+        State {
+            dbs: BTreeMap::new(),
+            oplog: Oplog::new(oplog_max_events, ts),
+            clock,
+            cursors: Cursors::default(),
+            failpoints: FailPoints::default(),
+        }
+    }
+
+    pub fn collection(&self, db: &str, coll: &str) -> Option<&Collection> {
+        self.dbs.get(db)?.collections.get(coll)
+    }
+
+    pub fn collection_mut(&mut self, db: &str, coll: &str) -> Option<&mut Collection> {
+        self.dbs.get_mut(db)?.collections.get_mut(coll)
+    }
+
+    /// The collection, created implicitly as MongoDB does on first write.
+    pub fn collection_or_create(&mut self, db: &str, coll: &str) -> CommandResult<&mut Collection> {
+        validate_namespace(db, coll)?;
+        Ok(self
+            .dbs
+            .entry(db.to_string())
+            .or_default()
+            .collections
+            .entry(coll.to_string())
+            .or_default())
+    }
+
+    /// Records a write in the oplog at a fresh cluster time.
+    pub fn log(&mut self, db: &str, coll: &str, op: OpKind) -> Timestamp {
+        let ts = self.clock.tick();
+        self.oplog.append(ts, db, coll, op);
+        ts
+    }
+}
+
+pub fn validate_namespace(db: &str, coll: &str) -> CommandResult<()> {
+    let bad_db =
+        db.is_empty() || db.len() > 63 || db.contains(['/', '\\', '.', ' ', '"', '$', '\0']);
+    let bad_coll =
+        coll.is_empty() || coll.contains('\0') || coll.starts_with('$') || coll.len() > 255;
+    if bad_db || bad_coll {
+        return Err(CommandError::new(
+            codes::INVALID_NAMESPACE,
+            format!("Invalid namespace specified '{db}.{coll}'"),
+        ));
+    }
+    Ok(())
+}
+
+/// MongoDB's `serverStatus.opcounters`: benchmarks read database load from these.
+#[derive(Debug, Default)]
+pub struct OpCounters {
+    pub insert: AtomicI64,
+    pub query: AtomicI64,
+    pub update: AtomicI64,
+    pub delete: AtomicI64,
+    pub getmore: AtomicI64,
+    pub command: AtomicI64,
+}
+
+impl OpCounters {
+    pub fn add(counter: &AtomicI64, n: i64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    state: Mutex<State>,
+    /// The newest oplog sequence number; change-stream getMores wait on it.
+    pub head: watch::Sender<u64>,
+    pub standalone: bool,
+    /// `host:port` as hello reports it (hosts, primary, me).
+    pub host: String,
+    pub started: Instant,
+    pub process_id: ObjectId,
+    pub counters: OpCounters,
+    pub connections_current: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub fn new(
+        state: State,
+        standalone: bool,
+        host: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let (head, _) = watch::channel(state.oplog.head_seq());
+        Shared {
+            state: Mutex::new(state),
+            head,
+            standalone,
+            host,
+            started: Instant::now(),
+            process_id: ObjectId::new(),
+            counters: OpCounters::default(),
+            connections_current: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            shutdown,
+        }
+    }
+
+    /// The state lock. A panic while holding it would poison it; commands do not panic on
+    /// input, but if one ever did, the data is still consistent enough to keep serving tests.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes change-stream getMores if the oplog grew.
+    pub fn publish_head(&self, seq: u64) {
+        self.head.send_if_modified(|h| {
+            if seq > *h {
+                *h = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Resolves when shutdown has been signalled. Wrapping `wait_for` keeps its borrow guard (which
+/// is not `Send`) out of callers' futures.
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -1,0 +1,518 @@
+//! Configuration from the environment, validated once at start.
+//!
+//! Every setting is an environment variable with a default, except `SSE_AUTH`: running without
+//! access control must be a decision, not an accident, so it has to be spelled out. A bad value
+//! stops the process with `invalid <VAR>: <why>` (exit status 2) instead of surfacing later as
+//! a confusing runtime failure.
+//!
+//! envy collects the variables, but every field is read as a string and parsed here: envy's
+//! own type errors do not always name the variable (an unknown enum variant, for instance), and
+//! the operator needs to know which variable to fix. Unknown `SSE_*` variables are ignored here;
+//! the caller may warn about them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::routing::{SourceSpecs, DEFAULT_SOURCES};
+
+pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
+pub const DEFAULT_MONGODB_DB: &str = "datashop";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+/// How subscribers are authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Bearer JWTs grant channels.
+    Jwt,
+    /// No access control: anyone can subscribe to anything.
+    None,
+}
+
+/// Validated configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `MONGODB_URI`. May contain credentials: log [`Config::redacted_uri`] instead.
+    pub mongodb_uri: String,
+    /// `MONGODB_DB`: the database whose collections are watched.
+    pub mongodb_db: String,
+    /// `SSE_BIND`: HTTP listen address.
+    pub bind: SocketAddr,
+    /// `SSE_SOURCES`: watched collections and their routing.
+    pub sources: SourceSpecs,
+    /// `SSE_HEARTBEAT_SECS`: interval of comment frames on idle streams.
+    pub heartbeat: Duration,
+    /// `SSE_RETRY_MS`: reconnection delay announced to browsers (`retry:`).
+    pub retry_ms: u64,
+    /// `SSE_QUEUE_LEN`: events buffered per connection before it counts as too slow.
+    pub queue_len: usize,
+    /// `SSE_HISTORY_EVENTS`: capacity of the in-memory history ring (0 disables it).
+    pub history_events: usize,
+    /// `SSE_MAX_CHANNELS`: channels one connection may subscribe to.
+    pub max_channels: usize,
+    /// `SSE_CATCHUP_CONCURRENCY`: catch-up change streams open at once.
+    pub catchup_concurrency: usize,
+    /// `SSE_CATCHUP_QUEUE`: catch-ups that may wait for a slot before new ones get 503.
+    pub catchup_queue: usize,
+    /// `SSE_AUTH`.
+    pub auth: AuthMode,
+}
+
+/// A variable that is missing or invalid. Displays as `invalid <VAR>: <message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var: var.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Maps an envy error back to the variable it is about. envy names the field (the
+    /// variable lowercased) in "missing value for field <f>" and "... provided by <f>".
+    fn from_envy(e: envy::Error) -> ConfigError {
+        match e {
+            envy::Error::MissingValue(field) => {
+                ConfigError::new(&field.to_ascii_uppercase(), "not set")
+            }
+            envy::Error::Custom(msg) => {
+                if let Some((why, field)) = msg.rsplit_once(" provided by ") {
+                    return ConfigError::new(&field.to_ascii_uppercase(), why);
+                }
+                // serde's own messages quote the field: "duplicate field `sse_auth`".
+                let quoted = msg.split('`').nth(1).map(str::to_ascii_uppercase);
+                match quoted {
+                    Some(var) if VARS.contains(&var.as_str()) => ConfigError::new(&var, msg),
+                    _ => ConfigError::new("environment", msg),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.var, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every variable this module reads.
+pub const VARS: &[&str] = &[
+    "MONGODB_URI",
+    "MONGODB_DB",
+    "SSE_BIND",
+    "SSE_SOURCES",
+    "SSE_HEARTBEAT_SECS",
+    "SSE_RETRY_MS",
+    "SSE_QUEUE_LEN",
+    "SSE_HISTORY_EVENTS",
+    "SSE_MAX_CHANNELS",
+    "SSE_CATCHUP_CONCURRENCY",
+    "SSE_CATCHUP_QUEUE",
+    "SSE_AUTH",
+];
+
+/// The variables as envy sees them (names lowercased), all as raw strings.
+#[derive(Deserialize)]
+struct Raw {
+    mongodb_uri: Option<String>,
+    mongodb_db: Option<String>,
+    sse_bind: Option<String>,
+    sse_sources: Option<String>,
+    sse_heartbeat_secs: Option<String>,
+    sse_retry_ms: Option<String>,
+    sse_queue_len: Option<String>,
+    sse_history_events: Option<String>,
+    sse_max_channels: Option<String>,
+    sse_catchup_concurrency: Option<String>,
+    sse_catchup_queue: Option<String>,
+    sse_auth: Option<String>,
+}
+
+fn int(var: &str, raw: Option<&str>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let Some(s) = raw else { return Ok(default) };
+    match s.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::new(
+            var,
+            format!("expected an integer from {min} to {max}, got {s:?}"),
+        )),
+    }
+}
+
+fn size(
+    var: &str,
+    raw: Option<&str>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<usize, ConfigError> {
+    let n = int(var, raw, default, min, max)?;
+    usize::try_from(n).map_err(|_| ConfigError::new(var, "too large for this platform"))
+}
+
+fn mongodb_uri(raw: Option<String>) -> Result<String, ConfigError> {
+    let uri = raw.unwrap_or_else(|| DEFAULT_MONGODB_URI.to_owned());
+    // The value is not echoed back: it may hold a password.
+    if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+        return Err(ConfigError::new(
+            "MONGODB_URI",
+            "must start with mongodb:// or mongodb+srv://",
+        ));
+    }
+    Ok(uri)
+}
+
+/// MongoDB's database name rules (the stricter Windows set, so a name works everywhere).
+fn mongodb_db(raw: Option<String>) -> Result<String, ConfigError> {
+    let db = raw.unwrap_or_else(|| DEFAULT_MONGODB_DB.to_owned());
+    if db.is_empty() {
+        return Err(ConfigError::new("MONGODB_DB", "is empty"));
+    }
+    if db.len() >= 64 {
+        return Err(ConfigError::new(
+            "MONGODB_DB",
+            format!(
+                "{db:?} is {} bytes, database names are shorter than 64",
+                db.len()
+            ),
+        ));
+    }
+    if let Some(c) = db.chars().find(|c| "/\\. \"$*<>:|?\0".contains(*c)) {
+        return Err(ConfigError::new(
+            "MONGODB_DB",
+            format!("{db:?} contains {c:?}, which database names cannot contain"),
+        ));
+    }
+    Ok(db)
+}
+
+fn auth(raw: Option<&str>) -> Result<AuthMode, ConfigError> {
+    match raw {
+        Some("jwt") => Ok(AuthMode::Jwt),
+        Some("none") => Ok(AuthMode::None),
+        Some(other) => Err(ConfigError::new(
+            "SSE_AUTH",
+            format!("expected \"jwt\" or \"none\", got {other:?}"),
+        )),
+        None => Err(ConfigError::new(
+            "SSE_AUTH",
+            "not set; choose explicitly: SSE_AUTH=jwt to require bearer tokens, \
+             or SSE_AUTH=none to let anyone subscribe to any channel",
+        )),
+    }
+}
+
+impl Config {
+    /// Reads the process environment. Variables that are not valid UTF-8 are skipped rather
+    /// than aborting (`std::env::vars` would panic on them); one of ours being skipped then
+    /// shows up as its default or, for `SSE_AUTH`, as "not set".
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_iter(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// Reads the given variables, e.g. in tests.
+    #[allow(clippy::should_implement_trait)] // fallible, unlike FromIterator
+    pub fn from_iter(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        // Only our exact (uppercase) names reach envy, last value winning: envy lowercases
+        // keys, so `sse_auth` or a repeated name would otherwise be a "duplicate field" error
+        // that names no variable.
+        let mut ours: HashMap<String, String> = HashMap::new();
+        for (k, v) in vars {
+            if VARS.contains(&k.as_str()) {
+                ours.insert(k, v);
+            }
+        }
+        let raw: Raw = envy::from_iter(ours).map_err(ConfigError::from_envy)?;
+        let bind_str = raw.sse_bind.as_deref().unwrap_or(DEFAULT_BIND);
+        let bind = bind_str.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "SSE_BIND",
+                format!(
+                    "expected a socket address like 127.0.0.1:8080 or [::]:8080, got {bind_str:?}"
+                ),
+            )
+        })?;
+        let sources = SourceSpecs::parse(raw.sse_sources.as_deref().unwrap_or(DEFAULT_SOURCES))
+            .map_err(|e| ConfigError::new("SSE_SOURCES", e.to_string()))?;
+        Ok(Config {
+            mongodb_uri: mongodb_uri(raw.mongodb_uri)?,
+            mongodb_db: mongodb_db(raw.mongodb_db)?,
+            bind,
+            sources,
+            heartbeat: Duration::from_secs(int(
+                "SSE_HEARTBEAT_SECS",
+                raw.sse_heartbeat_secs.as_deref(),
+                15,
+                1,
+                3600,
+            )?),
+            retry_ms: int(
+                "SSE_RETRY_MS",
+                raw.sse_retry_ms.as_deref(),
+                3000,
+                0,
+                600_000,
+            )?,
+            queue_len: size(
+                "SSE_QUEUE_LEN",
+                raw.sse_queue_len.as_deref(),
+                1024,
+                1,
+                1_000_000,
+            )?,
+            history_events: size(
+                "SSE_HISTORY_EVENTS",
+                raw.sse_history_events.as_deref(),
+                10_000,
+                0,
+                10_000_000,
+            )?,
+            max_channels: size(
+                "SSE_MAX_CHANNELS",
+                raw.sse_max_channels.as_deref(),
+                32,
+                1,
+                1024,
+            )?,
+            catchup_concurrency: size(
+                "SSE_CATCHUP_CONCURRENCY",
+                raw.sse_catchup_concurrency.as_deref(),
+                8,
+                1,
+                1024,
+            )?,
+            catchup_queue: size(
+                "SSE_CATCHUP_QUEUE",
+                raw.sse_catchup_queue.as_deref(),
+                64,
+                0,
+                1_000_000,
+            )?,
+            auth: auth(raw.sse_auth.as_deref())?,
+        })
+    }
+
+    /// `MONGODB_URI` with any `user:password@` replaced by `***@`, for logs.
+    pub fn redacted_uri(&self) -> String {
+        redact(&self.mongodb_uri)
+    }
+}
+
+fn redact(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("mongodb_uri", &self.redacted_uri())
+            .field("mongodb_db", &self.mongodb_db)
+            .field("bind", &self.bind)
+            .field("sources", &self.sources.to_string())
+            .field("heartbeat", &self.heartbeat)
+            .field("retry_ms", &self.retry_ms)
+            .field("queue_len", &self.queue_len)
+            .field("history_events", &self.history_events)
+            .field("max_channels", &self.max_channels)
+            .field("catchup_concurrency", &self.catchup_concurrency)
+            .field("catchup_queue", &self.catchup_queue)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec![("SSE_AUTH".to_owned(), "none".to_owned())];
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_iter(all)
+    }
+
+    fn rejects(var: &str, value: &str, want: &str) {
+        let e = with(&[(var, value)]).unwrap_err();
+        assert_eq!(e.var, var, "{var}={value:?}: {e}");
+        assert!(e.message.contains(want), "{var}={value:?}: {e}");
+        assert!(e.to_string().starts_with(&format!("invalid {var}: ")));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = with(&[("UNRELATED", "x"), ("SSE_UNKNOWN", "y")]).unwrap();
+        assert_eq!(
+            c.mongodb_uri,
+            "mongodb://127.0.0.1:27017/?directConnection=true"
+        );
+        assert_eq!(c.mongodb_db, "datashop");
+        assert_eq!(c.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.sources, SourceSpecs::default());
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.retry_ms, 3000);
+        assert_eq!(c.queue_len, 1024);
+        assert_eq!(c.history_events, 10_000);
+        assert_eq!(c.max_channels, 32);
+        assert_eq!(c.catchup_concurrency, 8);
+        assert_eq!(c.catchup_queue, 64);
+        assert_eq!(c.auth, AuthMode::None);
+    }
+
+    #[test]
+    fn overrides() {
+        let c = with(&[
+            ("MONGODB_URI", "mongodb+srv://u:p@cluster.example.net/"),
+            ("MONGODB_DB", "other"),
+            ("SSE_BIND", "[::]:9000"),
+            ("SSE_SOURCES", "logs:l:ws,jobs:j"),
+            ("SSE_HEARTBEAT_SECS", "3600"),
+            ("SSE_RETRY_MS", "0"),
+            ("SSE_QUEUE_LEN", "1"),
+            ("SSE_HISTORY_EVENTS", "0"),
+            ("SSE_MAX_CHANNELS", "1024"),
+            ("SSE_CATCHUP_CONCURRENCY", "1"),
+            ("SSE_CATCHUP_QUEUE", "0"),
+            ("SSE_AUTH", "jwt"),
+        ])
+        .unwrap();
+        assert_eq!(c.mongodb_db, "other");
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.heartbeat, Duration::from_secs(3600));
+        assert_eq!(c.retry_ms, 0);
+        assert_eq!(c.queue_len, 1);
+        assert_eq!(c.history_events, 0);
+        assert_eq!(c.max_channels, 1024);
+        assert_eq!(c.catchup_concurrency, 1);
+        assert_eq!(c.catchup_queue, 0);
+        assert_eq!(c.auth, AuthMode::Jwt);
+        assert_eq!(c.redacted_uri(), "mongodb+srv://***@cluster.example.net/");
+        assert!(!format!("{c:?}").contains("u:p"));
+    }
+
+    #[test]
+    fn auth_is_required() {
+        let e = Config::from_iter(Vec::new()).unwrap_err();
+        assert_eq!(e.var, "SSE_AUTH");
+        assert!(e.message.contains("choose explicitly"), "{e}");
+        rejects("SSE_AUTH", "JWT", "expected \"jwt\" or \"none\"");
+        rejects("SSE_AUTH", "", "expected \"jwt\" or \"none\"");
+    }
+
+    #[test]
+    fn numeric_rejections() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "SSE_HEARTBEAT_SECS",
+                &["0", "3601", "", "abc", "-1", "1.5", " 15"],
+            ),
+            ("SSE_RETRY_MS", &["600001", "x", "99999999999999999999999"]),
+            ("SSE_QUEUE_LEN", &["0", "1000001"]),
+            ("SSE_HISTORY_EVENTS", &["10000001", "-5"]),
+            ("SSE_MAX_CHANNELS", &["0", "1025"]),
+            ("SSE_CATCHUP_CONCURRENCY", &["0", "1025"]),
+            ("SSE_CATCHUP_QUEUE", &["1000001", "many"]),
+        ];
+        for (var, values) in cases {
+            for v in *values {
+                rejects(var, v, "expected an integer from");
+            }
+        }
+        assert_eq!(
+            with(&[("SSE_QUEUE_LEN", "0")]).unwrap_err().to_string(),
+            "invalid SSE_QUEUE_LEN: expected an integer from 1 to 1000000, got \"0\""
+        );
+    }
+
+    #[test]
+    fn other_rejections() {
+        rejects("SSE_BIND", "localhost:8080", "socket address");
+        rejects("SSE_BIND", "127.0.0.1", "socket address");
+        rejects("SSE_BIND", "", "socket address");
+        rejects("SSE_SOURCES", "", "no sources");
+        rejects("SSE_SOURCES", "logs:logs:a/b/c/d", "at most 3");
+        rejects("SSE_SOURCES", "logs:l:a,logs:m:b", "listed twice");
+        rejects("MONGODB_URI", "http://x", "mongodb://");
+        rejects("MONGODB_URI", "", "mongodb://");
+        rejects("MONGODB_DB", "", "empty");
+        rejects("MONGODB_DB", "a.b", "'.'");
+        rejects("MONGODB_DB", "a b", "' '");
+        rejects("MONGODB_DB", &"d".repeat(64), "shorter than 64");
+    }
+
+    #[test]
+    fn uri_is_not_echoed_in_errors() {
+        let e = with(&[("MONGODB_URI", "mongodb:/secret@h")]).unwrap_err();
+        assert!(!e.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn envy_errors_name_the_variable() {
+        assert_eq!(
+            ConfigError::from_envy(envy::Error::Custom(
+                "invalid digit found in string while parsing value 'x' provided by sse_queue_len"
+                    .into()
+            )),
+            ConfigError::new(
+                "SSE_QUEUE_LEN",
+                "invalid digit found in string while parsing value 'x'"
+            )
+        );
+        assert_eq!(
+            ConfigError::from_envy(envy::Error::Custom("duplicate field `sse_bind`".into())).var,
+            "SSE_BIND"
+        );
+        assert_eq!(
+            ConfigError::from_envy(envy::Error::MissingValue("sse_auth")).var,
+            "SSE_AUTH"
+        );
+    }
+
+    #[test]
+    fn only_exact_names_count_and_last_wins() {
+        let c = Config::from_iter(vec![
+            ("sse_auth".to_owned(), "bogus".to_owned()),
+            ("SSE_QUEUE_LEN".to_owned(), "5".to_owned()),
+            ("SSE_QUEUE_LEN".to_owned(), "7".to_owned()),
+            ("Sse_Bind".to_owned(), "nonsense".to_owned()),
+            ("SSE_AUTH".to_owned(), "jwt".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::Jwt);
+        assert_eq!(c.queue_len, 7);
+        assert_eq!(c.bind.port(), 8080);
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("mongodb://h:1/?a=b@c"), "mongodb://h:1/?a=b@c");
+        assert_eq!(
+            redact("mongodb://u:p@h:1,h2:2/db"),
+            "mongodb://***@h:1,h2:2/db"
+        );
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+}

@@ -1,0 +1,130 @@
+//! One change, routed and serialized.
+//!
+//! An event is built once when the watcher reads a change and then shared (`Arc<Event>`) by
+//! the router, every subscriber queue and the history ring. The SSE frame is rendered at
+//! construction so that fan-out to N browsers never re-serializes the document.
+
+use std::fmt;
+
+use bson::Document;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::channel::Channel;
+use crate::doc_json;
+use crate::position::Position;
+use crate::sse;
+
+/// The kind of write that produced the document. Deletes carry no document and are not
+/// streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Insert,
+    Update,
+    Replace,
+}
+
+impl Op {
+    /// Maps a change event's `operationType`; `None` for operations that are not streamed
+    /// (`delete`, `drop`, `invalidate`, ...).
+    pub fn from_operation_type(op: &str) -> Option<Op> {
+        match op {
+            "insert" => Some(Op::Insert),
+            "update" => Some(Op::Update),
+            "replace" => Some(Op::Replace),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Replace => "replace",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A routed change, with its wire bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Where this change sits in the history; also the SSE `id`.
+    pub position: Position,
+    /// The most specific channel the document routes to.
+    pub channel: Channel,
+    pub op: Op,
+    /// `id: <position>\ndata: {"channel":…,"op":…,"doc":{…}}\n\n`.
+    pub frame: Bytes,
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    channel: &'a Channel,
+    op: Op,
+    doc: serde_json::Value,
+}
+
+impl Event {
+    /// Serializes `doc` (see [`doc_json`]) into the JSON payload
+    /// `{"channel":"…","op":"insert","doc":{…}}` and frames it with the position as id.
+    pub fn new(position: Position, channel: Channel, op: Op, doc: &Document) -> Event {
+        let payload = Payload {
+            channel: &channel,
+            op,
+            doc: doc_json::to_json(doc),
+        };
+        // Serializing a `Value` with string keys into a String cannot fail; should it ever,
+        // an empty object still yields a well-formed frame rather than a panic.
+        let json = serde_json::to_string(&payload).unwrap_or_else(|_| "{}".to_owned());
+        let frame = sse::data_frame(position.encode(), &json);
+        Event {
+            position,
+            channel,
+            op,
+            frame,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn frames_payload_once() {
+        let pos = Position::decode("c.82AB").unwrap();
+        let ch = Channel::parse("logs:w1:f1").unwrap();
+        let ev = Event::new(
+            pos.clone(),
+            ch.clone(),
+            Op::Insert,
+            &doc! {"msg": "line\none", "n": 1_i32},
+        );
+        assert_eq!(ev.position, pos);
+        assert_eq!(ev.channel, ch);
+        assert_eq!(
+            &ev.frame[..],
+            br#"id: c.82AB
+data: {"channel":"logs:w1:f1","op":"insert","doc":{"msg":"line\none","n":1}}
+
+"#
+        );
+    }
+
+    #[test]
+    fn ops() {
+        assert_eq!(Op::from_operation_type("update"), Some(Op::Update));
+        assert_eq!(Op::from_operation_type("replace"), Some(Op::Replace));
+        assert_eq!(Op::from_operation_type("insert"), Some(Op::Insert));
+        assert_eq!(Op::from_operation_type("delete"), None);
+        assert_eq!(Op::Replace.to_string(), "replace");
+    }
+}

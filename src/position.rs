@@ -1,0 +1,360 @@
+//! Positions in MongoDB's change history: the SSE event id.
+//!
+//! Every event a browser receives carries a position as its `id:`; on reconnect the browser
+//! sends it back as `Last-Event-ID`, possibly to another gateway instance. So a position must
+//! be self-contained (no server-side state), ASCII without whitespace (it travels in a header
+//! and in `id:` lines), and bounded in length (it is untrusted input on the way back).
+//!
+//! This module is the one codec for that format. Each kind of position has a short prefix:
+//!
+//! - `c.<HEX>`: change-stream mode. `<HEX>` is the `_data` string of MongoDB's resume token
+//!   `{_data: "<HEX>"}`, the only token shape since MongoDB 4.2. `_data` is a hex-encoded
+//!   KeyString, and KeyStrings compare bytewise in commit order, so the hex strings themselves
+//!   order positions without decoding anything.
+//!
+//! A second kind for polling mode (per-source cursors) will get its own prefix and variant;
+//! positions of different kinds are incomparable ([`Position::cmp_same_kind`] returns `None`).
+//!
+//! Canonical form: hex digits must be uppercase, as MongoDB emits them. Lowercase is rejected
+//! rather than normalized so that every position has exactly one spelling: ids are only ever
+//! echoed back by clients, never typed by hand.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use bson::{Bson, Document};
+
+/// Upper bound on an encoded position, in bytes. Real resume tokens are a few hundred hex
+/// digits; the bound keeps a hostile `Last-Event-ID` from costing anything.
+pub const MAX_LEN: usize = 2048;
+
+/// Prefix of change-stream positions.
+const CHANGE_STREAM_PREFIX: &str = "c.";
+
+/// A position in the change history. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// A change-stream resume token.
+    ChangeStream(ResumeToken),
+}
+
+/// What kind of position this is; positions compare only within a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PositionKind {
+    ChangeStream,
+}
+
+/// A MongoDB 4.2+ resume token, `{_data: "<uppercase hex>"}`, kept in its encoded form
+/// (`c.<hex>`) so that encoding a position is free.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ResumeToken {
+    encoded: Arc<str>,
+}
+
+impl ResumeToken {
+    /// The `_data` hex string.
+    pub fn data(&self) -> &str {
+        &self.encoded[CHANGE_STREAM_PREFIX.len()..]
+    }
+
+    /// The token as MongoDB expects it in `resumeAfter` / `startAfter`.
+    pub fn to_document(&self) -> Document {
+        let mut d = Document::new();
+        d.insert("_data", self.data());
+        d
+    }
+}
+
+/// Why a resume token or an encoded position was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PositionError {
+    /// The encoded position is empty.
+    Empty,
+    /// Longer than [`MAX_LEN`] bytes.
+    TooLong { len: usize },
+    /// Does not start with a known kind prefix.
+    UnknownKind,
+    /// The token data is empty.
+    EmptyToken,
+    /// A character that is not an uppercase hex digit (lowercase is rejected, see module doc).
+    NotHex { index: usize },
+    /// Hex with an odd number of digits cannot be whole bytes.
+    OddLength { len: usize },
+    /// A resume token document that is not `{_data: <string>}`.
+    TokenShape(String),
+}
+
+impl fmt::Display for PositionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PositionError::Empty => write!(f, "event id is empty"),
+            PositionError::TooLong { len } => {
+                write!(
+                    f,
+                    "event id is {len} bytes long, at most {MAX_LEN} are allowed"
+                )
+            }
+            PositionError::UnknownKind => {
+                write!(f, "event id is not a position issued by this service")
+            }
+            PositionError::EmptyToken => write!(f, "event id has an empty resume token"),
+            PositionError::NotHex { index } => write!(
+                f,
+                "event id has a character that is not an uppercase hex digit at byte {index}"
+            ),
+            PositionError::OddLength { len } => {
+                write!(
+                    f,
+                    "event id resume token has an odd number of hex digits ({len})"
+                )
+            }
+            PositionError::TokenShape(why) => write!(f, "unsupported resume token: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PositionError {}
+
+/// Checks `_data` hex; `offset` is where it starts in the encoded id, for error messages.
+fn check_hex(data: &str, offset: usize) -> Result<(), PositionError> {
+    if data.is_empty() {
+        return Err(PositionError::EmptyToken);
+    }
+    if let Some(i) = data
+        .bytes()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+    {
+        return Err(PositionError::NotHex { index: offset + i });
+    }
+    if data.len() % 2 != 0 {
+        return Err(PositionError::OddLength { len: data.len() });
+    }
+    if offset + data.len() > MAX_LEN {
+        return Err(PositionError::TooLong {
+            len: offset + data.len(),
+        });
+    }
+    Ok(())
+}
+
+impl Position {
+    /// Builds a position from a change stream's resume token (an event's `_id` or a
+    /// `postBatchResumeToken`). Only the MongoDB 4.2+ shape `{_data: "<uppercase hex>"}` is
+    /// accepted; anything else would not order correctly.
+    pub fn from_resume_token(token: &Document) -> Result<Position, PositionError> {
+        if token.len() != 1 {
+            return Err(PositionError::TokenShape(format!(
+                "expected exactly one field _data, got {} fields",
+                token.len()
+            )));
+        }
+        let data = match token.get("_data") {
+            Some(Bson::String(s)) => s,
+            Some(other) => {
+                return Err(PositionError::TokenShape(format!(
+                    "_data is {:?}, expected a hex string (MongoDB 4.2 or later)",
+                    other.element_type()
+                )))
+            }
+            None => return Err(PositionError::TokenShape("missing _data field".to_owned())),
+        };
+        check_hex(data, CHANGE_STREAM_PREFIX.len())?;
+        let mut encoded = String::with_capacity(CHANGE_STREAM_PREFIX.len() + data.len());
+        encoded.push_str(CHANGE_STREAM_PREFIX);
+        encoded.push_str(data);
+        Ok(Position::ChangeStream(ResumeToken {
+            encoded: Arc::from(encoded),
+        }))
+    }
+
+    /// The resume token to pass as `resumeAfter`, if this is a change-stream position.
+    pub fn to_resume_token(&self) -> Option<Document> {
+        match self {
+            Position::ChangeStream(t) => Some(t.to_document()),
+        }
+    }
+
+    /// The SSE event id.
+    pub fn encode(&self) -> &str {
+        match self {
+            Position::ChangeStream(t) => &t.encoded,
+        }
+    }
+
+    /// Parses an event id (typically a `Last-Event-ID` header). Untrusted input: every
+    /// rejection is a value, and the length is checked before anything else is looked at.
+    pub fn decode(s: &str) -> Result<Position, PositionError> {
+        if s.is_empty() {
+            return Err(PositionError::Empty);
+        }
+        if s.len() > MAX_LEN {
+            return Err(PositionError::TooLong { len: s.len() });
+        }
+        if let Some(data) = s.strip_prefix(CHANGE_STREAM_PREFIX) {
+            check_hex(data, CHANGE_STREAM_PREFIX.len())?;
+            return Ok(Position::ChangeStream(ResumeToken {
+                encoded: Arc::from(s),
+            }));
+        }
+        Err(PositionError::UnknownKind)
+    }
+
+    pub fn kind(&self) -> PositionKind {
+        match self {
+            Position::ChangeStream(_) => PositionKind::ChangeStream,
+        }
+    }
+
+    /// Commit order between two positions of the same kind; `None` across kinds.
+    pub fn cmp_same_kind(&self, other: &Position) -> Option<Ordering> {
+        match (self, other) {
+            // Uppercase hex compares like the bytes it encodes ('0'-'9' < 'A'-'F' in ASCII,
+            // two digits per byte), and KeyStrings compare bytewise.
+            (Position::ChangeStream(a), Position::ChangeStream(b)) => Some(a.data().cmp(b.data())),
+        }
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        self.cmp_same_kind(other)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode())
+    }
+}
+
+impl fmt::Debug for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Position({})", self.encode())
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResumeToken({})", self.data())
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = PositionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Position::decode(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    // Shaped like a MongoDB 6 insert-event resume token (KeyString hex).
+    const REAL: &str = "8265A1B2C3000000012B022C0100296E5A1004A1B2C3D4E5F6071829304A5B6C7D8E9F46645F6964006465A1B2C3D4E5F60718293A4B0004";
+
+    fn pos(hex: &str) -> Position {
+        Position::from_resume_token(&doc! {"_data": hex}).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        let p = pos(REAL);
+        assert_eq!(p.encode(), format!("c.{REAL}"));
+        assert_eq!(p.to_string(), p.encode());
+        assert_eq!(p.to_resume_token(), Some(doc! {"_data": REAL}));
+        let q = Position::decode(p.encode()).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(q.kind(), PositionKind::ChangeStream);
+        assert!(p.encode().bytes().all(|b| b.is_ascii_graphic()));
+    }
+
+    #[test]
+    fn rejects_other_token_shapes() {
+        let bad = [
+            doc! {},
+            doc! {"_data": ""},
+            doc! {"_data": "abc1"},
+            doc! {"_data": "ABC"},
+            doc! {"_data": 5},
+            doc! {"_data": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1] }},
+            doc! {"_data": "AB", "_typeBits": "00"},
+            doc! {"data": "AB"},
+        ];
+        for d in bad {
+            assert!(Position::from_resume_token(&d).is_err(), "{d}");
+        }
+        let long = "A".repeat(MAX_LEN);
+        assert!(matches!(
+            Position::from_resume_token(&doc! {"_data": long}),
+            Err(PositionError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_rejections() {
+        assert_eq!(Position::decode(""), Err(PositionError::Empty));
+        assert_eq!(
+            Position::decode(&"c.".repeat(MAX_LEN)),
+            Err(PositionError::TooLong { len: 2 * MAX_LEN })
+        );
+        assert_eq!(Position::decode("x.AB"), Err(PositionError::UnknownKind));
+        assert_eq!(Position::decode("AB"), Err(PositionError::UnknownKind));
+        assert_eq!(Position::decode("c."), Err(PositionError::EmptyToken));
+        assert_eq!(
+            Position::decode("c.ABC"),
+            Err(PositionError::OddLength { len: 3 })
+        );
+        assert_eq!(
+            Position::decode("c.ab"),
+            Err(PositionError::NotHex { index: 2 })
+        );
+        assert_eq!(
+            Position::decode("c.A G"),
+            Err(PositionError::NotHex { index: 3 })
+        );
+        assert_eq!(
+            Position::decode("c.AB\n"),
+            Err(PositionError::NotHex { index: 4 })
+        );
+        assert_eq!(
+            Position::decode("c.ÄB"),
+            Err(PositionError::NotHex { index: 2 })
+        );
+        let max = format!("c.{}", "A".repeat(MAX_LEN - 2));
+        assert!(Position::decode(&max).is_ok());
+        let over = format!("c.{}", "A".repeat(MAX_LEN));
+        assert!(matches!(
+            Position::decode(&over),
+            Err(PositionError::TooLong { .. })
+        ));
+        // Messages are meant for clients.
+        assert_eq!(
+            Position::decode("c.ab").unwrap_err().to_string(),
+            "event id has a character that is not an uppercase hex digit at byte 2"
+        );
+    }
+
+    #[test]
+    fn orders_like_keystring_bytes() {
+        let a = pos("8265A1B2C3000000012B");
+        let b = pos("8265A1B2C3000000022B");
+        let c = pos("8265A1B2C4000000012B");
+        assert!(a < b && b < c);
+        assert_eq!(a.cmp_same_kind(&a), Some(Ordering::Equal));
+        // Digits sort before letters, as the bytes 0x09 < 0x0A.
+        assert!(pos("09") < pos("0A"));
+        // A prefix sorts first, like a shorter KeyString.
+        assert!(pos("82") < pos("8200"));
+        assert!(pos("8265") > pos("82"));
+    }
+
+    #[test]
+    fn clone_shares_the_buffer() {
+        let p = pos(REAL);
+        let q = p.clone();
+        assert_eq!(p.encode().as_ptr(), q.encode().as_ptr());
+    }
+}

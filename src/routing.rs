@@ -1,0 +1,410 @@
+//! Which channel a document belongs to.
+//!
+//! Each watched collection is a *source* with a channel prefix and up to three routing fields,
+//! configured as `SSE_SOURCES=collection:prefix:field/field,...`. The default
+//! `logs:logs:workspace_id/workflow_id` sends a log document with `workspace_id: "w1"` and
+//! `workflow_id: "f1"` to `logs:w1:f1`.
+//!
+//! Writers change nothing, so documents are not guaranteed to carry every routing field. A
+//! document missing a routing field goes to the longest channel it has fields for: a log line
+//! without `workflow_id` lands on `logs:w1`, which workspace subscribers still see. Routing never
+//! fails; at worst a document lands on the bare prefix.
+
+use std::fmt;
+
+use bson::{Bson, Document};
+
+use crate::channel::{self, Channel, MAX_SEGMENTS};
+
+/// Routing fields per source: one channel segment is the prefix.
+pub const MAX_FIELDS: usize = MAX_SEGMENTS - 1;
+
+/// One watched collection and how its documents map to channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// Collection name in the configured database.
+    pub collection: String,
+    /// First channel segment for this collection's documents.
+    pub prefix: String,
+    /// Dotted field paths (`workspace_id`, `meta.ws`), in channel order.
+    pub fields: Vec<String>,
+}
+
+/// A `SSE_SOURCES` value that cannot be used. The message names the offending entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpecError(String);
+
+impl fmt::Display for SourceSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SourceSpecError {}
+
+fn err(entry: &str, why: impl fmt::Display) -> SourceSpecError {
+    SourceSpecError(format!("source {entry:?}: {why}"))
+}
+
+/// MongoDB collection name rules that matter for a collection we only read: non-empty, no
+/// `$` or NUL, not a `system.` collection, and short enough for a namespace.
+fn check_collection(entry: &str, name: &str) -> Result<(), SourceSpecError> {
+    if name.is_empty() {
+        return Err(err(entry, "collection name is empty"));
+    }
+    if name.contains('$') || name.contains('\0') {
+        return Err(err(entry, "collection name must not contain '$' or NUL"));
+    }
+    if name.starts_with("system.") {
+        return Err(err(entry, "system collections cannot be watched"));
+    }
+    if name.len() > 255 {
+        return Err(err(entry, "collection name is longer than 255 bytes"));
+    }
+    Ok(())
+}
+
+fn check_field(entry: &str, path: &str) -> Result<(), SourceSpecError> {
+    if path.is_empty() {
+        return Err(err(entry, "empty field name"));
+    }
+    for part in path.split('.') {
+        if part.is_empty() {
+            return Err(err(entry, format!("field path {path:?} has an empty part")));
+        }
+        if part.starts_with('$') || part.contains('\0') {
+            return Err(err(
+                entry,
+                format!("field path {path:?} must not start a part with '$' or contain NUL"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl SourceSpec {
+    /// Parses one entry: `collection:prefix` or `collection:prefix:field/field/field`.
+    pub fn parse(entry: &str) -> Result<SourceSpec, SourceSpecError> {
+        let mut parts = entry.splitn(3, ':');
+        let collection = parts.next().unwrap_or_default();
+        let Some(prefix) = parts.next() else {
+            return Err(err(entry, "expected collection:channel_prefix:field/field"));
+        };
+        check_collection(entry, collection)?;
+        if !channel::is_segment(prefix) {
+            return Err(err(
+                entry,
+                format!(
+                    "channel prefix {prefix:?} must be 1 to {} characters of A-Z a-z 0-9 _ . -",
+                    channel::MAX_SEGMENT_LEN
+                ),
+            ));
+        }
+        let fields: Vec<String> = match parts.next() {
+            None => Vec::new(),
+            Some(list) => list.split('/').map(str::to_owned).collect(),
+        };
+        for f in &fields {
+            check_field(entry, f)?;
+        }
+        if fields.len() > MAX_FIELDS {
+            return Err(err(
+                entry,
+                format!(
+                    "{} routing fields, at most {MAX_FIELDS} (channels have at most {MAX_SEGMENTS} segments)",
+                    fields.len()
+                ),
+            ));
+        }
+        Ok(SourceSpec {
+            collection: collection.to_owned(),
+            prefix: prefix.to_owned(),
+            fields,
+        })
+    }
+
+    /// The channel for `doc`: the prefix, then the value of each routing field in order,
+    /// stopping at the first field that is missing, null, of an unsupported type, or whose
+    /// value is not a valid channel segment.
+    ///
+    /// A `SourceSpec` built by hand rather than by [`SourceSpec::parse`] must have a valid
+    /// prefix and at most [`MAX_FIELDS`] fields.
+    ///
+    /// Supported values: strings as they are, ObjectIds as lowercase hex, Int32 and Int64 in
+    /// decimal. Anything else (doubles, dates, arrays...) has no single obvious spelling, so it
+    /// ends the channel rather than guessing.
+    pub fn channel_for(&self, doc: &Document) -> Channel {
+        let mut name = self.prefix.clone();
+        for path in &self.fields {
+            let Some(seg) = lookup(doc, path).and_then(segment_value) else {
+                break;
+            };
+            if !channel::is_segment(&seg) {
+                break;
+            }
+            name.push(channel::SEPARATOR);
+            name.push_str(&seg);
+        }
+        // The prefix was checked by `parse`, each appended value by `is_segment`, and there
+        // are at most three fields, so the name is valid by construction.
+        Channel::new_unchecked(name)
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.collection, self.prefix)?;
+        if !self.fields.is_empty() {
+            write!(f, ":{}", self.fields.join("/"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Follows a dotted path through embedded documents. Arrays are not traversed: a field that
+/// matches several values cannot name one channel.
+fn lookup<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
+    let mut parts = path.split('.');
+    let mut value = doc.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_document()?.get(part)?;
+    }
+    Some(value)
+}
+
+fn segment_value(value: &Bson) -> Option<String> {
+    match value {
+        Bson::String(s) => Some(s.clone()),
+        Bson::ObjectId(oid) => Some(oid.to_hex()),
+        Bson::Int32(i) => Some(i.to_string()),
+        Bson::Int64(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// All configured sources, in configuration order, with lookup by collection name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpecs(Vec<SourceSpec>);
+
+/// The default `SSE_SOURCES`.
+pub const DEFAULT_SOURCES: &str = "logs:logs:workspace_id/workflow_id";
+
+impl SourceSpecs {
+    /// Parses a comma-separated list of entries (whitespace around entries is ignored).
+    /// At least one source is required and a collection may appear only once. Two collections
+    /// may share a prefix; their documents then share channels.
+    pub fn parse(s: &str) -> Result<SourceSpecs, SourceSpecError> {
+        let mut specs: Vec<SourceSpec> = Vec::new();
+        if s.trim().is_empty() {
+            return Err(SourceSpecError("no sources configured".to_owned()));
+        }
+        for entry in s.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(SourceSpecError(
+                    "empty entry in the comma-separated list".to_owned(),
+                ));
+            }
+            let spec = SourceSpec::parse(entry)?;
+            if specs.iter().any(|o| o.collection == spec.collection) {
+                return Err(err(
+                    entry,
+                    format!("collection {:?} is listed twice", spec.collection),
+                ));
+            }
+            specs.push(spec);
+        }
+        Ok(SourceSpecs(specs))
+    }
+
+    /// The source for a collection, if it is watched.
+    pub fn get(&self, collection: &str) -> Option<&SourceSpec> {
+        self.0.iter().find(|s| s.collection == collection)
+    }
+
+    /// Sources in configuration order.
+    pub fn iter(&self) -> std::slice::Iter<'_, SourceSpec> {
+        self.0.iter()
+    }
+
+    /// Watched collection names, e.g. for a `$match` on `ns.coll`.
+    pub fn collections(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.iter().map(|s| s.collection.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Default for SourceSpecs {
+    fn default() -> Self {
+        SourceSpecs(vec![SourceSpec {
+            collection: "logs".to_owned(),
+            prefix: "logs".to_owned(),
+            fields: vec!["workspace_id".to_owned(), "workflow_id".to_owned()],
+        }])
+    }
+}
+
+impl std::str::FromStr for SourceSpecs {
+    type Err = SourceSpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SourceSpecs::parse(s)
+    }
+}
+
+impl fmt::Display for SourceSpecs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> IntoIterator for &'a SourceSpecs {
+    type Item = &'a SourceSpec;
+    type IntoIter = std::slice::Iter<'a, SourceSpec>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{doc, oid::ObjectId};
+
+    fn logs() -> SourceSpec {
+        SourceSpec::parse("logs:logs:workspace_id/workflow_id").unwrap()
+    }
+
+    #[test]
+    fn default_matches_constant() {
+        assert_eq!(
+            SourceSpecs::parse(DEFAULT_SOURCES).unwrap(),
+            SourceSpecs::default()
+        );
+        assert_eq!(SourceSpecs::default().to_string(), DEFAULT_SOURCES);
+    }
+
+    #[test]
+    fn parses_lists() {
+        let s =
+            SourceSpecs::parse(" logs:logs:workspace_id/workflow_id , jobs:j:meta.ws ,events:ev")
+                .unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get("jobs").unwrap().fields, ["meta.ws"]);
+        assert_eq!(s.get("events").unwrap().prefix, "ev");
+        assert!(s.get("events").unwrap().fields.is_empty());
+        assert!(s.get("nope").is_none());
+        assert_eq!(
+            s.collections().collect::<Vec<_>>(),
+            ["logs", "jobs", "events"]
+        );
+        assert_eq!(
+            s.to_string(),
+            "logs:logs:workspace_id/workflow_id,jobs:j:meta.ws,events:ev"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_lists() {
+        let cases = [
+            ("", "no sources"),
+            ("logs", "expected collection:channel_prefix"),
+            (":logs:a", "collection name is empty"),
+            ("lo$gs:logs:a", "'$'"),
+            ("system.views:s:a", "system collections"),
+            ("logs::a", "channel prefix"),
+            ("logs:l g:a", "channel prefix"),
+            ("logs:logs:a//b", "empty field name"),
+            ("logs:logs:", "empty field name"),
+            ("logs:logs:a..b", "empty part"),
+            ("logs:logs:$a", "'$'"),
+            ("logs:logs:a/b/c/d", "at most 3"),
+            ("logs:logs:a,logs:other:b", "listed twice"),
+            ("logs:logs:a,,jobs:j", "empty entry"),
+        ];
+        for (input, want) in cases {
+            let e = SourceSpecs::parse(input).unwrap_err().to_string();
+            assert!(e.contains(want), "{input:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn colon_in_field_list_is_part_of_the_field_name() {
+        // MongoDB allows ':' in field names; only the first two colons separate.
+        let s = SourceSpecs::parse("logs:lo:gs:a").unwrap();
+        assert_eq!(s.get("logs").unwrap().fields, ["gs:a"]);
+    }
+
+    #[test]
+    fn routes_full_and_partial() {
+        let s = logs();
+        let c = |d: Document| s.channel_for(&d).to_string();
+        assert_eq!(
+            c(doc! {"workspace_id": "w1", "workflow_id": "f1"}),
+            "logs:w1:f1"
+        );
+        assert_eq!(c(doc! {"workspace_id": "w1"}), "logs:w1");
+        assert_eq!(
+            c(doc! {"workspace_id": "w1", "workflow_id": null}),
+            "logs:w1"
+        );
+        // Stops at the first missing field even if a later one is present.
+        assert_eq!(c(doc! {"workflow_id": "f1"}), "logs");
+        assert_eq!(c(doc! {}), "logs");
+    }
+
+    #[test]
+    fn routes_value_types() {
+        let s = logs();
+        let oid = ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+        let c = |d: Document| s.channel_for(&d).to_string();
+        assert_eq!(
+            c(doc! {"workspace_id": oid, "workflow_id": 7_i32}),
+            "logs:65a1b2c3d4e5f60718293a4b:7"
+        );
+        assert_eq!(
+            c(doc! {"workspace_id": -3_i64, "workflow_id": 1.5}),
+            "logs:-3"
+        );
+        assert_eq!(c(doc! {"workspace_id": true}), "logs");
+        assert_eq!(c(doc! {"workspace_id": ["w1"]}), "logs");
+        assert_eq!(c(doc! {"workspace_id": {"a": 1}}), "logs");
+        // Values that are not valid segments stop the channel.
+        assert_eq!(
+            c(doc! {"workspace_id": "w1", "workflow_id": "a:b"}),
+            "logs:w1"
+        );
+        assert_eq!(c(doc! {"workspace_id": ""}), "logs");
+        assert_eq!(c(doc! {"workspace_id": "w 1"}), "logs");
+        assert_eq!(c(doc! {"workspace_id": "x".repeat(129)}), "logs");
+    }
+
+    #[test]
+    fn routes_dotted_paths() {
+        let s = SourceSpec::parse("jobs:jobs:meta.ws/meta.run.id").unwrap();
+        let d = doc! {"meta": {"ws": "w1", "run": {"id": 42}}};
+        assert_eq!(s.channel_for(&d).as_str(), "jobs:w1:42");
+        let d = doc! {"meta": {"ws": "w1", "run": [{"id": 42}]}};
+        assert_eq!(s.channel_for(&d).as_str(), "jobs:w1");
+        let d = doc! {"meta": "w1"};
+        assert_eq!(s.channel_for(&d).as_str(), "jobs");
+    }
+
+    #[test]
+    fn three_fields_make_four_segments() {
+        let s = SourceSpec::parse("t:t:a/b/c").unwrap();
+        let d = doc! {"a": "1", "b": "2", "c": "3"};
+        assert_eq!(s.channel_for(&d).as_str(), "t:1:2:3");
+    }
+}
