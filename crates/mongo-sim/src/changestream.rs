@@ -230,7 +230,7 @@ impl ChangeStream {
 
     fn through_pipeline(&self, event: Document) -> CommandResult<Option<Document>> {
         let id = event.get("_id").cloned();
-        let Some(out) = self.pipeline.apply_one(event) else {
+        let Some(out) = self.pipeline.apply_one(event)? else {
             return Ok(None);
         };
         if out.get("_id") != id.as_ref() {

@@ -13,7 +13,7 @@ pub struct CommandError {
     pub message: String,
     pub labels: Vec<String>,
     /// Extra reply fields some errors carry (`keyPattern`/`keyValue` on duplicate keys).
-    pub extra: Document,
+    pub extra: Option<Box<Document>>,
 }
 
 impl CommandError {
@@ -23,12 +23,12 @@ impl CommandError {
             code_name: code_name(code),
             message: message.into(),
             labels: Vec::new(),
-            extra: Document::new(),
+            extra: None,
         }
     }
 
     pub fn with_extra(mut self, extra: Document) -> Self {
-        self.extra = extra;
+        self.extra = Some(Box::new(extra));
         self
     }
 
@@ -66,7 +66,7 @@ impl CommandError {
         if !self.labels.is_empty() {
             d.insert("errorLabels", self.labels.clone());
         }
-        for (k, v) in &self.extra {
+        for (k, v) in self.extra.iter().flat_map(|e| e.iter()) {
             d.insert(k.clone(), v.clone());
         }
         d

@@ -156,7 +156,7 @@ fn plain(
         .collection(db, coll)
         .map(|c| c.iter().map(|(_, d)| d.clone()).collect())
         .unwrap_or_default();
-    let mut rest: VecDeque<Document> = pipeline.run(docs).into();
+    let mut rest: VecDeque<Document> = pipeline.run(docs)?.into();
     let n = size.unwrap_or(DEFAULT_FIRST_BATCH);
     let first: Vec<Document> = rest.drain(..n.min(rest.len())).collect();
     let ns = format!("{db}.{coll}");

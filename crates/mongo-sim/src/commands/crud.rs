@@ -55,7 +55,7 @@ fn with_id_first(doc: &Document) -> Document {
 
 fn write_error(index: usize, e: &CommandError) -> Document {
     let mut d = doc! {"index": index as i32, "code": e.code, "errmsg": e.message.clone()};
-    for (k, v) in &e.extra {
+    for (k, v) in e.extra.iter().flat_map(|x| x.iter()) {
         d.insert(k.clone(), v.clone());
     }
     d

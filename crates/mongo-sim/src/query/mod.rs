@@ -3,8 +3,11 @@
 //! `bson::Document`, so they are tested here without any server.
 
 pub mod compare;
+pub mod diff;
 pub mod expr;
 pub mod filter;
 pub mod path;
+pub mod pipeline;
 pub mod projection;
 pub mod sort;
+pub mod update;

@@ -27,6 +27,8 @@ struct SortKey {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SortSpec {
     keys: Vec<SortKey>,
+    /// `{$natural: -1}`: reverse insertion order (the input order of [`SortSpec::sort`]).
+    natural_reverse: bool,
 }
 
 /// One value a document contributes to a sort key.
@@ -94,7 +96,26 @@ impl SortSpec {
     /// Parses `{field: 1 | -1, ...}`; the directions may be any numeric type.
     pub fn parse(spec: &Document) -> CommandResult<SortSpec> {
         let mut keys = Vec::with_capacity(spec.len());
+        let mut natural_reverse = false;
         for (path, v) in spec {
+            if path == "$natural" {
+                if spec.len() != 1 {
+                    return Err(CommandError::bad_value(
+                        "$natural cannot be combined with other sort keys",
+                    ));
+                }
+                natural_reverse = match as_num(v) {
+                    Some(Num::Int(1)) | Some(Num::Float(1.0)) => false,
+                    Some(Num::Int(-1)) | Some(Num::Float(-1.0)) => true,
+                    _ => return Err(CommandError::bad_value("$natural sort must be 1 or -1")),
+                };
+                continue;
+            }
+            if path.starts_with('$') {
+                return Err(CommandError::bad_value(format!(
+                    "unsupported sort key {path}"
+                )));
+            }
             if path.is_empty() || path.split('.').any(str::is_empty) {
                 return Err(CommandError::new(
                     40352,
@@ -112,8 +133,8 @@ impl SortSpec {
                     other => match as_num(other) {
                         Some(Num::Int(1)) => true,
                         Some(Num::Int(-1)) => false,
-                        Some(Num::Float(f)) if f == 1.0 => true,
-                        Some(Num::Float(f)) if f == -1.0 => false,
+                        Some(Num::Float(1.0)) => true,
+                        Some(Num::Float(-1.0)) => false,
                         _ => return Err(CommandError::bad_value(
                             "$sort key ordering must be 1 (for ascending) or -1 (for descending)",
                         )),
@@ -125,12 +146,15 @@ impl SortSpec {
                 ascending,
             });
         }
-        Ok(SortSpec { keys })
+        Ok(SortSpec {
+            keys,
+            natural_reverse,
+        })
     }
 
     /// Whether the spec has no keys (sorting is then the identity).
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && !self.natural_reverse
     }
 
     /// The sorted field paths with their direction (`true` = ascending).
@@ -172,7 +196,10 @@ impl SortSpec {
     }
 
     /// Sorts documents (stable), extracting each document's key once.
-    pub fn sort(&self, docs: Vec<Document>) -> Vec<Document> {
+    pub fn sort(&self, mut docs: Vec<Document>) -> Vec<Document> {
+        if self.natural_reverse {
+            docs.reverse();
+        }
         if self.keys.is_empty() || docs.len() < 2 {
             return docs;
         }
@@ -211,6 +238,18 @@ mod tests {
             2
         );
         assert!(SortSpec::parse(&doc! {}).unwrap().is_empty());
+        assert_eq!(SortSpec::parse(&doc! {"$bad": 1}).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn natural_order() {
+        let docs = vec![doc! {"_id": 1}, doc! {"_id": 2}, doc! {"_id": 3}];
+        let s = SortSpec::parse(&doc! {"$natural": -1}).unwrap();
+        assert_eq!(ids(&s.sort(docs.clone())), vec![3, 2, 1]);
+        let s = SortSpec::parse(&doc! {"$natural": 1}).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(ids(&s.sort(docs)), vec![1, 2, 3]);
+        assert!(SortSpec::parse(&doc! {"$natural": 1, "a": 1}).is_err());
     }
 
     #[test]
