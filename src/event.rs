@@ -9,6 +9,7 @@ use std::fmt;
 use bson::Document;
 use bytes::Bytes;
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::channel::Channel;
 use crate::doc_json;
@@ -60,6 +61,9 @@ pub struct Event {
     /// The most specific channel the document routes to.
     pub channel: Channel,
     pub op: Op,
+    /// `collection` NUL `_id`, when the event was built from a stored document: lets a
+    /// backlog recognise an insert it already served from a query.
+    pub key: Option<Arc<str>>,
     /// `id: <position>\ndata: {"channel":…,"op":…,"doc":{…}}\n\n`.
     pub frame: Bytes,
 }
@@ -88,9 +92,28 @@ impl Event {
             position,
             channel,
             op,
+            key: None,
             frame,
         }
     }
+
+    /// Like [`Event::new`], remembering which stored document (collection and `_id`) it is.
+    pub fn for_document(
+        position: Position,
+        collection: &str,
+        channel: Channel,
+        op: Op,
+        doc: &Document,
+    ) -> Event {
+        let mut ev = Event::new(position, channel, op, doc);
+        ev.key = doc.get("_id").map(|id| document_key(collection, id));
+        ev
+    }
+}
+
+/// The identity of a stored document across collections.
+pub fn document_key(collection: &str, id: &bson::Bson) -> Arc<str> {
+    Arc::from(format!("{collection}\u{0}{id}"))
 }
 
 #[cfg(test)]

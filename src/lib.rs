@@ -1,9 +1,12 @@
 //! mongo-sse: tail MongoDB with change streams and fan documents out over Server-Sent Events.
 //!
-//! Modules read in the order data flows: configuration, then what a change becomes on its way
-//! to a browser (source routing -> position -> event) and where it goes (router, history).
+//! Modules read in the order data flows: configuration; what a change becomes on its way to a
+//! browser (source -> routing -> position -> event); where it goes (router, history, hub);
+//! how a reconnect catches up (catchup, backlog); and the HTTP surface.
 
 pub mod config;
+
+pub mod source;
 
 pub mod channel;
 pub mod routing;
@@ -15,4 +18,11 @@ pub mod event;
 pub mod sse;
 
 pub mod history;
+pub mod hub;
 pub mod router;
+
+pub mod backlog;
+pub mod catchup;
+
+pub mod gateway;
+pub mod http;

@@ -200,6 +200,21 @@ impl Position {
         Err(PositionError::UnknownKind)
     }
 
+    /// The cluster time a change-stream token begins with. MongoDB's resume tokens are
+    /// KeyStrings whose first value is the event's cluster time (type byte `0x82`, then the
+    /// timestamp's seconds and increment, big-endian), which is what lets the gateway compare
+    /// a position with a read's `operationTime`.
+    pub fn cluster_time(&self) -> Option<bson::Timestamp> {
+        let Position::ChangeStream(t) = self;
+        let data = t.data();
+        if data.len() < 18 || !data.starts_with("82") {
+            return None;
+        }
+        let time = u32::from_str_radix(&data[2..10], 16).ok()?;
+        let increment = u32::from_str_radix(&data[10..18], 16).ok()?;
+        Some(bson::Timestamp { time, increment })
+    }
+
     pub fn kind(&self) -> PositionKind {
         match self {
             Position::ChangeStream(_) => PositionKind::ChangeStream,

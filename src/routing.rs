@@ -151,6 +151,44 @@ impl SourceSpec {
     }
 }
 
+impl SourceSpec {
+    /// The MongoDB filter matching exactly the documents [`SourceSpec::channel_for`] routes
+    /// to `channel` or below it, with every field path prefixed by `path_prefix` (e.g.
+    /// `"fullDocument."` inside a change stream). `None` when no document of this source can
+    /// land there (another prefix, or deeper than the routing fields go).
+    ///
+    /// A segment may have come from a string, an ObjectId (lowercase hex) or an integer, so
+    /// each segment matches any of the values that spell it.
+    pub fn filter_for(&self, channel: &Channel, path_prefix: &str) -> Option<Document> {
+        let mut segments = channel.segments();
+        if segments.next()? != self.prefix {
+            return None;
+        }
+        let mut filter = Document::new();
+        for (i, seg) in segments.enumerate() {
+            let field = self.fields.get(i)?;
+            let mut spellings = vec![Bson::String(seg.to_owned())];
+            if seg.len() == 24 && seg.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                if let Ok(oid) = bson::oid::ObjectId::parse_str(seg) {
+                    spellings.push(Bson::ObjectId(oid));
+                }
+            }
+            if let Ok(n) = seg.parse::<i64>() {
+                if n.to_string() == seg {
+                    spellings.push(Bson::Int64(n));
+                }
+            }
+            let value = if spellings.len() == 1 {
+                spellings.remove(0)
+            } else {
+                Bson::Document(bson::doc! {"$in": spellings})
+            };
+            filter.insert(format!("{path_prefix}{field}"), value);
+        }
+        Some(filter)
+    }
+}
+
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.collection, self.prefix)?;
@@ -281,6 +319,31 @@ impl<'a> IntoIterator for &'a SourceSpecs {
 mod tests {
     use super::*;
     use bson::{doc, oid::ObjectId};
+
+    #[test]
+    fn filter_for_inverts_channel_for() {
+        let spec = logs();
+        let ch = |s: &str| Channel::parse(s).unwrap();
+        assert_eq!(spec.filter_for(&ch("logs"), ""), Some(Document::new()));
+        assert_eq!(
+            spec.filter_for(&ch("logs:w1:f1"), "fullDocument."),
+            Some(bson::doc! {"fullDocument.workspace_id": "w1", "fullDocument.workflow_id": "f1"})
+        );
+        assert_eq!(
+            spec.filter_for(&ch("logs:7"), ""),
+            Some(bson::doc! {"workspace_id": {"$in": ["7", 7_i64]}})
+        );
+        assert_eq!(spec.filter_for(&ch("other:w1"), ""), None);
+        assert_eq!(spec.filter_for(&ch("logs:w1:f1:x"), ""), None);
+        let oid = bson::oid::ObjectId::new();
+        let doc = bson::doc! {"workspace_id": oid, "workflow_id": 3_i32};
+        let routed = spec.channel_for(&doc);
+        let filter = spec.filter_for(&routed, "").unwrap();
+        assert_eq!(
+            filter,
+            bson::doc! {"workspace_id": {"$in": [oid.to_hex(), oid]}, "workflow_id": {"$in": ["3", 3_i64]}}
+        );
+    }
 
     fn logs() -> SourceSpec {
         SourceSpec::parse("logs:logs:workspace_id/workflow_id").unwrap()

@@ -1,0 +1,107 @@
+//! Wiring: one MongoDB client, one source, one hub, one HTTP server — and the order in which
+//! they stop. Shutdown ends every stream first (browsers reconnect, to this instance's
+//! successor or another), then the server, then the source.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use mongodb::Client;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::backlog::Backlogs;
+use crate::catchup::CatchUps;
+use crate::config::Config;
+use crate::http::{self, AppState, ConnSocket};
+use crate::hub::Hub;
+use crate::source::change_stream::Watcher;
+
+/// How long streams get to end before connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    server: actix_web::dev::ServerHandle,
+    serving: JoinHandle<std::io::Result<()>>,
+    watcher: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Connects (lazily: MongoDB may come up later), starts the source and serves HTTP. Must
+    /// run inside a multi-threaded tokio runtime, which then owns all MongoDB I/O.
+    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let client = Client::with_uri_str(&config.mongodb_uri)
+            .await
+            .with_context(|| format!("invalid MONGODB_URI {}", config.redacted_uri()))?;
+        let db = client.database(&config.mongodb_db);
+        let hub = Hub::new(config.history_events, config.queue_len);
+        let runtime = Handle::current();
+
+        let watcher = Watcher {
+            db: db.clone(),
+            sources: config.sources.clone(),
+            hub: Arc::clone(&hub),
+        };
+        let watcher = tokio::spawn(watcher.run(hub.shutdown_signal()));
+
+        let state = web::Data::new(AppState {
+            hub: Arc::clone(&hub),
+            catchups: CatchUps::new(
+                db.clone(),
+                config.sources.clone(),
+                config.catchup_concurrency,
+                config.catchup_queue,
+                runtime.clone(),
+            ),
+            backlogs: Backlogs::new(
+                client.clone(),
+                db.clone(),
+                config.sources.clone(),
+                runtime.clone(),
+            ),
+            sources: config.sources.clone(),
+            db,
+            runtime,
+            max_channels: config.max_channels,
+            heartbeat: config.heartbeat,
+            retry_ms: config.retry_ms,
+        });
+        let server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .on_connect(|conn, ext| {
+                    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                        if let Ok(dup) = socket2::SockRef::from(tcp).try_clone() {
+                            ext.insert(ConnSocket(Arc::new(dup)));
+                        }
+                    }
+                })
+                .disable_signals()
+                .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+                .bind(config.bind)
+                .with_context(|| format!("cannot listen on SSE_BIND={}", config.bind))?;
+        let addr = *server.addrs().first().context("bound to no address")?;
+        let server = server.run();
+        let handle = server.handle();
+        let serving = tokio::spawn(server);
+        tracing::info!(%addr, db = %config.mongodb_db, "mongo-sse serving");
+        Ok(Gateway {
+            addr,
+            hub,
+            server: handle,
+            serving,
+            watcher,
+        })
+    }
+
+    /// Ends the streams, stops the server and the source.
+    pub async fn shutdown(self) {
+        self.hub.begin_shutdown();
+        self.server.stop(true).await;
+        let _ = self.serving.await;
+        let _ = self.watcher.await;
+    }
+}

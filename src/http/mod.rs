@@ -1,0 +1,51 @@
+//! The HTTP surface, on actix-web. Handlers are thin: they parse, ask the hub, and stream the
+//! frames it decides on. Unknown paths and methods get the same JSON error shape as
+//! everything else.
+
+pub mod error;
+pub mod health;
+pub mod query;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use mongodb::Database;
+use tokio::runtime::Handle;
+
+use crate::backlog::Backlogs;
+use crate::catchup::CatchUps;
+use crate::hub::Hub;
+use crate::routing::SourceSpecs;
+
+/// What every handler shares.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub catchups: CatchUps,
+    pub backlogs: Backlogs,
+    pub sources: SourceSpecs,
+    pub db: Database,
+    pub runtime: Handle,
+    pub max_channels: usize,
+    pub heartbeat: Duration,
+    pub retry_ms: u64,
+}
+
+/// A duplicate of the connection's socket, taken when it was accepted, so that a slow
+/// consumer's connection can be shut down even though its response stream is no longer polled.
+#[derive(Clone)]
+pub struct ConnSocket(pub Arc<socket2::Socket>);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/stream", web::get().to(stream::stream))
+        .route(
+            "/wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream",
+            web::get().to(stream::compat_logs),
+        )
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(error::ApiError::not_found())
+        }));
+}

@@ -1,0 +1,321 @@
+//! `GET /v1/stream` and the compatibility logs route: one SSE connection carrying many
+//! channels.
+//!
+//! A connection goes through at most three phases, each ending exactly where the next begins:
+//! 1. what it missed — from the history ring, a catch-up change stream, or a backlog query;
+//! 2. live events from its queue, skipping any at or before the last position it was sent;
+//! 3. the end: shutdown, the token expiring (later), or a full queue (the socket is closed and
+//!    the browser resumes from its last id).
+//!
+//! Every frame is built once by the source (`Event::frame`) and shared; this file only decides
+//! which frames a connection gets and in what order.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use super::error::ApiError;
+use super::query::{self, StreamRequest};
+use super::{AppState, ConnSocket};
+use crate::catchup::CatchUpError;
+use crate::channel::Channel;
+use crate::event::{Event, Op};
+use crate::hub::{Start, SubscribeError, Subscription};
+use crate::position::Position;
+use crate::sse;
+
+pub async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let r = query::parse(
+        req.query_string(),
+        last_event_id_header(&req)?,
+        state.max_channels,
+        None,
+    )?;
+    open(&req, &state, r).await
+}
+
+/// `GET /wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream`: channel `logs:{ws}:{wf}`.
+pub async fn compat_logs(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (ws, wf) = path.into_inner();
+    let channel = Channel::from_segments(["logs", ws.as_str(), wf.as_str()]).map_err(|e| {
+        ApiError::bad_request("invalid_channel", format!("workspace/workflow: {e}"))
+    })?;
+    let r = query::parse(
+        req.query_string(),
+        last_event_id_header(&req)?,
+        state.max_channels,
+        Some(channel),
+    )?;
+    open(&req, &state, r).await
+}
+
+fn last_event_id_header(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    match req.headers().get("last-event-id") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be ASCII")
+        }),
+    }
+}
+
+async fn open(
+    req: &HttpRequest,
+    state: &AppState,
+    r: StreamRequest,
+) -> Result<HttpResponse, ApiError> {
+    let closer: crate::hub::Closer = match req.conn_data::<ConnSocket>() {
+        Some(ConnSocket(sock)) => {
+            let sock = Arc::clone(sock);
+            Box::new(move || {
+                let _ = sock.shutdown(Shutdown::Both);
+            })
+        }
+        None => Box::new(|| {}),
+    };
+    let mut sub = state
+        .hub
+        .subscribe(r.channels, r.resume.as_ref(), closer)
+        .map_err(|e| match e {
+            SubscribeError::NotReady(why) => ApiError::unavailable("not_ready", why, 1),
+        })?;
+    let mut conn = Conn::new(state, &sub);
+    conn.frames.push_back(sse::retry_frame(state.retry_ms));
+
+    match std::mem::replace(&mut sub.start, Start::Live) {
+        Start::Live => {
+            conn.last_sent = max_position(r.resume.clone(), sub.head.clone());
+            if r.resume.is_none() && r.backlog > 0 {
+                backlog(state, &mut sub, &mut conn, r.backlog).await?;
+            }
+        }
+        Start::Replay(events) => {
+            conn.last_sent = r.resume.clone().unwrap_or_else(|| sub.head.clone());
+            for ev in events {
+                conn.send(&ev);
+            }
+        }
+        Start::CatchUp { from } => {
+            conn.last_sent = from.clone();
+            match state.catchups.start(&from, &sub.head, &sub.channels).await {
+                Ok(cu) => {
+                    state.hub.count_catchup(true);
+                    conn.catchup = Some(cu.events);
+                }
+                Err(CatchUpError::Busy) => {
+                    state.hub.count_catchup(false);
+                    return Err(ApiError::unavailable(
+                        "catchup_busy",
+                        "too many reconnects are catching up right now; retry shortly",
+                        2,
+                    ));
+                }
+                Err(CatchUpError::HistoryLost) => {
+                    state.hub.count_gap();
+                    let gap = json!({
+                        "reason": "history_lost",
+                        "message": "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed",
+                        "last_event_id": from.encode(),
+                        "resumed_at": sub.head.encode(),
+                    });
+                    conn.frames.push_back(sse::named_frame(
+                        "gap",
+                        Some(sub.head.encode()),
+                        &gap.to_string(),
+                    ));
+                    conn.last_sent = sub.head.clone();
+                }
+                Err(CatchUpError::Unusable(why)) => {
+                    return Err(ApiError::bad_request(
+                        "unknown_last_event_id",
+                        format!("MongoDB cannot resume from this event id: {why}"),
+                    ))
+                }
+                Err(CatchUpError::Failed(why)) => {
+                    return Err(ApiError::unavailable(
+                        "mongodb_unavailable",
+                        format!("catch-up failed: {why}"),
+                        2,
+                    ))
+                }
+            }
+        }
+    }
+
+    let body = futures::stream::unfold((conn, sub), |(mut conn, mut sub)| async move {
+        let frame = conn.next(&mut sub).await?;
+        Some((Ok::<Bytes, Infallible>(frame), (conn, sub)))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+fn max_position(a: Option<Position>, b: Position) -> Position {
+    match a {
+        Some(a) if a > b => a,
+        _ => b,
+    }
+}
+
+/// Serves `?backlog=N` (see `crate::backlog` for why this is gap- and duplicate-free).
+async fn backlog(
+    state: &AppState,
+    sub: &mut Subscription,
+    conn: &mut Conn,
+    n: usize,
+) -> Result<(), ApiError> {
+    let fetched = state.backlogs.fetch(&sub.channels, n).await.map_err(|e| {
+        ApiError::unavailable(
+            "mongodb_unavailable",
+            format!("backlog query failed: {e}"),
+            2,
+        )
+    })?;
+    if let Some(t) = fetched.operation_time {
+        let passed = |p: &Position| {
+            p.cluster_time()
+                .is_some_and(|c| (c.time, c.increment) >= (t.time, t.increment))
+        };
+        let waited =
+            tokio::time::timeout(crate::backlog::HANDOFF_WAIT, state.hub.wait_head(passed)).await;
+        if waited.is_err() {
+            tracing::warn!("backlog: the live feed did not pass the query time in time; de-duplicating with what arrived");
+        }
+    }
+    // Everything queued so far is live and after H; the backlog must not repeat its inserts.
+    let mut queued = Vec::new();
+    while let Ok(ev) = sub.rx.try_recv() {
+        queued.push(ev);
+    }
+    let live_inserts: HashSet<Arc<str>> = queued
+        .iter()
+        .filter(|e| e.op == Op::Insert)
+        .filter_map(|e| e.key.clone())
+        .collect();
+    for row in fetched.rows {
+        let Some(spec) = state.sources.get(&row.collection) else {
+            continue;
+        };
+        let ev = Event::for_document(
+            sub.head.clone(),
+            &row.collection,
+            spec.channel_for(&row.doc),
+            Op::Insert,
+            &row.doc,
+        );
+        if ev.key.as_ref().is_some_and(|k| live_inserts.contains(k)) {
+            continue;
+        }
+        // Backlog rows carry the subscription head as their id: resuming from any of them
+        // continues live with nothing lost.
+        conn.frames.push_back(ev.frame.clone());
+    }
+    for ev in queued {
+        conn.send(&ev);
+    }
+    Ok(())
+}
+
+struct Conn {
+    hub: Arc<crate::hub::Hub>,
+    frames: VecDeque<Bytes>,
+    catchup: Option<mpsc::Receiver<Result<Arc<Event>, String>>>,
+    last_sent: Position,
+    heartbeat: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+    done: bool,
+}
+
+impl Conn {
+    fn new(state: &AppState, sub: &Subscription) -> Conn {
+        let mut heartbeat = tokio::time::interval(state.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset(); // the first tick after one period, not immediately
+        Conn {
+            hub: Arc::clone(&state.hub),
+            frames: VecDeque::new(),
+            catchup: None,
+            last_sent: sub.head.clone(),
+            heartbeat,
+            shutdown: state.hub.shutdown_signal(),
+            done: false,
+        }
+    }
+
+    /// Queues an event unless it was already sent (positions only move forward).
+    fn send(&mut self, ev: &Event) {
+        if ev.position > self.last_sent {
+            self.last_sent = ev.position.clone();
+            self.frames.push_back(ev.frame.clone());
+        }
+    }
+
+    async fn next(&mut self, sub: &mut Subscription) -> Option<Bytes> {
+        loop {
+            if let Some(f) = self.frames.pop_front() {
+                return Some(f);
+            }
+            if self.done || *self.shutdown.borrow() {
+                return None;
+            }
+            if let Some(cu) = self.catchup.as_mut() {
+                tokio::select! {
+                    ev = cu.recv() => match ev {
+                        Some(Ok(ev)) => self.send(&ev),
+                        Some(Err(e)) => {
+                            tracing::warn!("catch-up failed mid-stream: {e}; closing so the client resumes");
+                            self.done = true;
+                        }
+                        None => self.catchup = None,
+                    },
+                    _ = self.shutdown.changed() => self.done = true,
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => self.done = true,
+                ev = sub.rx.recv() => match ev {
+                    Some(ev) => self.send(&ev),
+                    // Removed from the router: a slow consumer, or a gap restart.
+                    None => self.done = true,
+                },
+                _ = self.heartbeat.tick() => self.heartbeat(sub),
+            }
+        }
+    }
+
+    /// A comment keeps proxies from timing the connection out; an `id:`-only message moves the
+    /// browser's `lastEventId` to the head when nothing for this connection happened, so its
+    /// next reconnect resumes from memory instead of an ever older position.
+    fn heartbeat(&mut self, sub: &mut Subscription) {
+        let head = self.hub.head();
+        // Events up to `head` for this connection are already in the queue: take them first.
+        while let Ok(ev) = sub.rx.try_recv() {
+            self.send(&ev);
+        }
+        self.frames.push_back(sse::comment_frame("heartbeat"));
+        if let Some(head) = head {
+            if head > self.last_sent {
+                self.frames.push_back(sse::id_only_frame(head.encode()));
+                self.last_sent = head;
+            }
+        }
+    }
+}

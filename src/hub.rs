@@ -1,0 +1,407 @@
+//! The hub: where the source's events meet the connections. It owns the router (who wants
+//! which channel) and the history ring (what happened recently) behind one lock, so that
+//! "subscribe and read the history up to the head" is atomic with respect to publishing: an
+//! event is either in the history a new subscriber reads, or in its queue — never neither,
+//! never both. That single property is what makes resume gap-free and duplicate-free.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::channel::Channel;
+use crate::event::Event;
+use crate::history::{History, Since};
+use crate::position::Position;
+use crate::router::{ConnId, Router};
+
+/// Closes a connection's socket from outside its response stream. A client that stops
+/// reading stops the stream from being polled, so only the socket can end it.
+pub type Closer = Box<dyn Fn() + Send + Sync>;
+
+/// Counters for the metrics endpoint and for tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_total: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub events_published: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub slow_consumer_disconnects: AtomicU64,
+    pub resumes_from_history: AtomicU64,
+    pub catchups_started: AtomicU64,
+    pub catchups_rejected: AtomicU64,
+    pub gaps_sent: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn inc(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Whether the source is feeding the hub, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    Starting,
+    Running,
+    Down(String),
+}
+
+struct Inner {
+    router: Router,
+    /// `None` until the source has told us where it starts.
+    history: Option<History>,
+    closers: HashMap<ConnId, Closer>,
+    channels: HashMap<ConnId, Box<[Channel]>>,
+    state: SourceState,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    history_capacity: usize,
+    queue_len: usize,
+    next_conn: AtomicU64,
+    pub stats: Stats,
+    /// The head position, for waiters (a backlog waits until the source has passed a time).
+    head: watch::Sender<Option<Position>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// How a new subscriber catches up to the live feed.
+#[derive(Debug)]
+pub enum Start {
+    /// Nothing to catch up: live from the head.
+    Live,
+    /// These events from memory, then live.
+    Replay(Vec<Arc<Event>>),
+    /// The position is older than memory: read MongoDB from `from` up to `until` (the head at
+    /// subscription), then live.
+    CatchUp { from: Position },
+}
+
+/// A registered connection. Dropping it unsubscribes.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    pub conn: ConnId,
+    pub rx: mpsc::Receiver<Arc<Event>>,
+    /// The head when the subscription was registered: every later event is in `rx`.
+    pub head: Position,
+    pub start: Start,
+    pub channels: Box<[Channel]>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.conn);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The source has not started yet, or the gateway is shutting down.
+    NotReady(String),
+}
+
+impl Hub {
+    pub fn new(history_capacity: usize, queue_len: usize) -> Arc<Hub> {
+        let (head, _) = watch::channel(None);
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Hub {
+            inner: Mutex::new(Inner {
+                router: Router::new(),
+                history: None,
+                closers: HashMap::new(),
+                channels: HashMap::new(),
+                state: SourceState::Starting,
+            }),
+            history_capacity,
+            queue_len,
+            next_conn: AtomicU64::new(1),
+            stats: Stats::default(),
+            head,
+            shutdown,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding this lock; if something ever did, the router and ring
+        // are still structurally valid, so keep serving rather than poisoning every request.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The source (re)started at `start`. The first start creates the history; later starts
+    /// continue it (the source resumed from its last position, so nothing is missing).
+    pub fn source_started(&self, start: Position) {
+        let mut inner = self.lock();
+        match &mut inner.history {
+            None => inner.history = Some(History::new(self.history_capacity, start.clone())),
+            Some(h) => {
+                if h.advance(start.clone()).is_err() {
+                    // Another kind of position: the source changed kind; begin a new history.
+                    h.reset(start.clone());
+                }
+            }
+        }
+        inner.state = SourceState::Running;
+        let head = inner.history.as_ref().map(|h| h.head().clone());
+        drop(inner);
+        self.head.send_replace(head);
+    }
+
+    /// The source could not continue from its last position (it fell off the oplog): what
+    /// happened in between is unknown. Memory restarts at `start`, and every open connection
+    /// is closed so that it reconnects, finds its position too old, and is told about the gap.
+    pub fn source_restarted_with_gap(&self, start: Position) {
+        let mut inner = self.lock();
+        match &mut inner.history {
+            Some(h) => h.reset(start.clone()),
+            None => inner.history = Some(History::new(self.history_capacity, start.clone())),
+        }
+        inner.state = SourceState::Running;
+        let conns: Vec<ConnId> = inner.closers.keys().copied().collect();
+        for conn in conns {
+            inner.router.unsubscribe(conn);
+            if let Some(close) = inner.closers.get(&conn) {
+                close();
+            }
+        }
+        drop(inner);
+        self.head.send_replace(Some(start));
+    }
+
+    pub fn set_state(&self, state: SourceState) {
+        self.lock().state = state;
+    }
+
+    pub fn state(&self) -> SourceState {
+        self.lock().state.clone()
+    }
+
+    /// Records an event and queues it for its subscribers. Events at or before the head
+    /// (a source replaying after a resume) are dropped: they were published already.
+    pub fn publish(&self, ev: Event) {
+        let ev = Arc::new(ev);
+        let mut inner = self.lock();
+        let Some(history) = inner.history.as_mut() else {
+            return;
+        };
+        if history.push(Arc::clone(&ev)).is_err() {
+            tracing::debug!(position = %ev.position, "dropping an event at or before the head");
+            return;
+        }
+        let out = inner.router.publish(&ev);
+        for conn in &out.overflowed {
+            if let Some(close) = inner.closers.get(conn) {
+                close();
+            }
+            tracing::info!(conn, "slow consumer: queue full, closing the connection");
+        }
+        drop(inner);
+        Stats::inc(&self.stats.events_published, 1);
+        Stats::inc(&self.stats.deliveries, out.delivered as u64);
+        Stats::inc(
+            &self.stats.slow_consumer_disconnects,
+            out.overflowed.len() as u64,
+        );
+        self.head.send_replace(Some(ev.position.clone()));
+    }
+
+    /// The source moved on without an event (a postBatchResumeToken).
+    pub fn advance(&self, pos: Position) {
+        let moved = {
+            let mut inner = self.lock();
+            match inner.history.as_mut() {
+                Some(h) => h.advance(pos.clone()).unwrap_or(false),
+                None => false,
+            }
+        };
+        if moved {
+            self.head.send_replace(Some(pos));
+        }
+    }
+
+    pub fn head(&self) -> Option<Position> {
+        self.lock().history.as_ref().map(|h| h.head().clone())
+    }
+
+    /// Waits until the head satisfies `pred` (or shutdown). Returns false on shutdown.
+    pub async fn wait_head(&self, pred: impl Fn(&Position) -> bool) -> bool {
+        let mut rx = self.head.subscribe();
+        let mut stop = self.shutdown.subscribe();
+        tokio::select! {
+            r = rx.wait_for(|h| h.as_ref().is_some_and(&pred)) => r.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        }
+    }
+
+    /// Registers a connection for `channels`, resuming after `resume` if given.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        channels: Vec<Channel>,
+        resume: Option<&Position>,
+        closer: Closer,
+    ) -> Result<Subscription, SubscribeError> {
+        if *self.shutdown.borrow() {
+            return Err(SubscribeError::NotReady("shutting down".into()));
+        }
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue_len.max(1));
+        let mut inner = self.lock();
+        let Some(history) = inner.history.as_ref() else {
+            let why = match &inner.state {
+                SourceState::Down(e) => format!("not connected to MongoDB: {e}"),
+                _ => "the change feed has not started yet".to_string(),
+            };
+            return Err(SubscribeError::NotReady(why));
+        };
+        let head = history.head().clone();
+        let start = match resume {
+            None => Start::Live,
+            Some(pos) => {
+                match history.since(pos, |ev| channels.iter().any(|c| ev.channel.is_within(c))) {
+                    Since::Events(evs) if evs.is_empty() => Start::Live,
+                    Since::Events(evs) => Start::Replay(evs),
+                    Since::TooOld | Since::Incomparable => Start::CatchUp { from: pos.clone() },
+                }
+            }
+        };
+        inner.router.subscribe(conn, &channels, tx);
+        inner.closers.insert(conn, closer);
+        let channels: Box<[Channel]> = channels.into_boxed_slice();
+        inner.channels.insert(conn, channels.clone());
+        drop(inner);
+        Stats::inc(&self.stats.connections_total, 1);
+        Stats::inc(&self.stats.connections_open, 1);
+        match &start {
+            Start::Replay(_) => Stats::inc(&self.stats.resumes_from_history, 1),
+            Start::Live if resume.is_some() => Stats::inc(&self.stats.resumes_from_history, 1),
+            _ => {}
+        }
+        Ok(Subscription {
+            hub: Arc::clone(self),
+            conn,
+            rx,
+            head,
+            start,
+            channels,
+        })
+    }
+
+    fn unsubscribe(&self, conn: ConnId) {
+        let mut inner = self.lock();
+        inner.router.unsubscribe(conn);
+        let had = inner.closers.remove(&conn).is_some();
+        inner.channels.remove(&conn);
+        drop(inner);
+        if had {
+            self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count_catchup(&self, started: bool) {
+        if started {
+            Stats::inc(&self.stats.catchups_started, 1);
+        } else {
+            Stats::inc(&self.stats.catchups_rejected, 1);
+        }
+    }
+
+    pub fn count_gap(&self) {
+        Stats::inc(&self.stats.gaps_sent, 1);
+    }
+
+    /// Ends every stream (clients reconnect elsewhere) and refuses new ones.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Op;
+    use bson::doc;
+
+    fn pos(n: u32) -> Position {
+        Position::decode(&format!("c.82{n:08X}")).unwrap()
+    }
+
+    fn ev(n: u32, ch: &str) -> Event {
+        Event::new(
+            pos(n),
+            Channel::parse(ch).unwrap(),
+            Op::Insert,
+            &doc! {"n": n},
+        )
+    }
+
+    fn chans(c: &[&str]) -> Vec<Channel> {
+        c.iter().map(|c| Channel::parse(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn subscribe_is_atomic_with_publish() {
+        let hub = Hub::new(100, 16);
+        assert!(matches!(
+            hub.subscribe(chans(&["logs:w1"]), None, Box::new(|| {})),
+            Err(SubscribeError::NotReady(_))
+        ));
+        hub.source_started(pos(1));
+        hub.publish(ev(2, "logs:w1:f1"));
+        hub.publish(ev(3, "logs:w2:f1"));
+        let mut sub = hub
+            .subscribe(chans(&["logs:w1"]), Some(&pos(1)), Box::new(|| {}))
+            .unwrap();
+        match &sub.start {
+            Start::Replay(evs) => assert_eq!(
+                evs.iter().map(|e| e.position.clone()).collect::<Vec<_>>(),
+                vec![pos(2)]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sub.head, pos(3));
+        hub.publish(ev(4, "logs:w1:f2"));
+        assert_eq!(sub.rx.try_recv().unwrap().position, pos(4));
+        assert!(sub.rx.try_recv().is_err());
+        // A replayed duplicate from a resumed source is dropped.
+        hub.publish(ev(4, "logs:w1:f2"));
+        assert!(sub.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn old_positions_need_a_catch_up_and_slow_consumers_are_closed() {
+        let hub = Hub::new(2, 1);
+        hub.source_started(pos(10));
+        let closed = Arc::new(AtomicU64::new(0));
+        let c2 = Arc::clone(&closed);
+        let sub = hub
+            .subscribe(
+                chans(&["logs"]),
+                Some(&pos(5)),
+                Box::new(move || {
+                    c2.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .unwrap();
+        assert!(matches!(sub.start, Start::CatchUp { .. }));
+        hub.publish(ev(11, "logs:a"));
+        hub.publish(ev(12, "logs:a"));
+        assert_eq!(closed.load(Ordering::Relaxed), 1);
+        assert_eq!(Stats::get(&hub.stats.slow_consumer_disconnects), 1);
+        drop(sub);
+        assert_eq!(Stats::get(&hub.stats.connections_open), 0);
+    }
+}
