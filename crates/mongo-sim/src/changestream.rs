@@ -50,6 +50,8 @@ const OPTIONS: &[&str] = &[
     "showExpandedEvents",
     "allowToRunOnConfigDB",
     "allowToRunOnSystemNS",
+    "showSystemEvents",
+    "showMigrationEvents",
 ];
 
 #[derive(Debug)]
@@ -63,6 +65,9 @@ pub struct ChangeStream {
     last_token: Document,
     /// An invalidate was delivered: the cursor is exhausted.
     finished: bool,
+    /// The invalidate owed to a stream resumed from the very event that invalidates it (a
+    /// drop or rename): MongoDB delivers it first thing, so a resume cannot step past it.
+    pending_invalidate: Option<Document>,
 }
 
 impl ChangeStream {
@@ -124,6 +129,7 @@ impl ChangeStream {
             ));
         }
         let oplog = &state.oplog;
+        let mut resumed_from_event = None;
         let (next_seq, last_token) = match given.first().copied() {
             Some(key @ ("resumeAfter" | "startAfter")) => {
                 let raw = options.get(key).cloned().unwrap_or(Bson::Null);
@@ -138,6 +144,9 @@ impl ChangeStream {
                     Bson::Document(d) => d,
                     _ => Document::new(),
                 };
+                if pos.kind == TokenKind::Event {
+                    resumed_from_event = Some(pos.seq);
+                }
                 (oplog.resume_after(&pos)?, token)
             }
             Some(_) => {
@@ -157,14 +166,34 @@ impl ChangeStream {
             }
             None => (oplog.head_seq() + 1, oplog.last().token()),
         };
-        Ok(ChangeStream {
+        let mut stream = ChangeStream {
             scope,
             full_document,
             pipeline,
             next_seq,
             last_token,
             finished: false,
-        })
+            pending_invalidate: None,
+        };
+        if let Some(seq) = resumed_from_event {
+            let entry = oplog.from_seq(seq).next().filter(|e| e.seq == seq);
+            if let Some(e) = entry.filter(|e| stream.in_scope(e) && stream.invalidated_by(&e.op)) {
+                stream.pending_invalidate = Some(invalidate_event(e));
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Whether an event of this kind ends this stream: a drop or rename of a watched
+    /// collection, or the drop of a watched database.
+    fn invalidated_by(&self, op: &OpKind) -> bool {
+        matches!(
+            (op, &self.scope),
+            (
+                OpKind::Drop | OpKind::Rename { .. },
+                Scope::Collection { .. }
+            ) | (OpKind::DropDatabase, Scope::Database { .. })
+        )
     }
 
     pub fn post_batch_resume_token(&self) -> Document {
@@ -186,11 +215,22 @@ impl ChangeStream {
             return Ok(Vec::new());
         }
         if self.next_seq < oplog.first().seq {
+            // An open stream whose oplog position was overwritten fails as MongoDB's tailable
+            // oplog scan does (jstests/change_streams/oplog_rollover.js): CappedPositionLost,
+            // which drivers do not resume; reopening from the last token then reports
+            // ChangeStreamHistoryLost.
             return Err(CommandError::new(
-                codes::CHANGE_STREAM_HISTORY_LOST,
-                "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
-            )
-            .with_label("NonResumableChangeStreamError"));
+                codes::CAPPED_POSITION_LOST,
+                format!(
+                    "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId({})",
+                    self.next_seq.saturating_sub(1)
+                ),
+            ));
+        }
+        if let Some(inv) = self.pending_invalidate.take() {
+            self.last_token = inv.get_document("_id").cloned().unwrap_or_default();
+            self.finished = true;
+            return Ok(self.through_pipeline(inv)?.into_iter().collect());
         }
         let mut out = Vec::new();
         for entry in oplog.from_seq(self.next_seq) {
@@ -210,14 +250,8 @@ impl ChangeStream {
                 out.push(e);
             }
             if invalidates {
-                let inv_token = token_doc(entry.ts, entry.seq, TokenKind::Invalidate);
-                let inv = doc! {
-                    "_id": inv_token.clone(),
-                    "operationType": "invalidate",
-                    "clusterTime": entry.ts,
-                    "wallTime": entry.wall,
-                };
-                self.last_token = inv_token;
+                let inv = invalidate_event(entry);
+                self.last_token = token_doc(entry.ts, entry.seq, TokenKind::Invalidate);
                 self.finished = true;
                 if let Some(e) = self.through_pipeline(inv)? {
                     out.push(e);
@@ -269,7 +303,6 @@ impl ChangeStream {
             doc! {"db": e.db.clone(), "coll": e.coll.clone()}
         };
         let mut ev = doc! {"_id": e.token()};
-        let collection_scope = matches!(self.scope, Scope::Collection { .. });
         let invalidates = match &e.op {
             OpKind::Noop => return Ok(None),
             OpKind::Insert { doc } => {
@@ -326,21 +359,32 @@ impl ChangeStream {
             OpKind::Drop => {
                 head(&mut ev, "drop", e.ts, e);
                 ev.insert("ns", ns);
-                collection_scope
+                self.invalidated_by(&e.op)
             }
             OpKind::Rename { to_db, to_coll } => {
                 head(&mut ev, "rename", e.ts, e);
                 ev.insert("ns", ns);
                 ev.insert("to", doc! {"db": to_db.clone(), "coll": to_coll.clone()});
-                collection_scope
+                self.invalidated_by(&e.op)
             }
             OpKind::DropDatabase => {
                 head(&mut ev, "dropDatabase", e.ts, e);
                 ev.insert("ns", ns);
-                matches!(self.scope, Scope::Database { .. })
+                self.invalidated_by(&e.op)
             }
         };
         Ok(Some((ev, invalidates)))
+    }
+}
+
+/// The invalidate that follows `entry` (a drop, rename or dropDatabase); its token sorts right
+/// after the entry's own.
+fn invalidate_event(entry: &Entry) -> Document {
+    doc! {
+        "_id": token_doc(entry.ts, entry.seq, TokenKind::Invalidate),
+        "operationType": "invalidate",
+        "clusterTime": entry.ts,
+        "wallTime": entry.wall,
     }
 }
 

@@ -110,6 +110,7 @@ pub mod codes {
     pub const PRIMARY_STEPPED_DOWN: i32 = 189;
     pub const CHANGE_STREAM_FATAL_ERROR: i32 = 280;
     pub const CHANGE_STREAM_HISTORY_LOST: i32 = 286;
+    pub const CAPPED_POSITION_LOST: i32 = 136;
     pub const DUPLICATE_KEY: i32 = 11000;
     pub const NOT_WRITABLE_PRIMARY: i32 = 10107;
     pub const UNRECOGNIZED_PIPELINE_STAGE: i32 = 40324;
@@ -149,6 +150,7 @@ pub fn code_name(code: i32) -> &'static str {
         91 => "ShutdownInProgress",
         112 => "WriteConflict",
         133 => "FailedToSatisfyReadPreference",
+        136 => "CappedPositionLost",
         134 => "ReadConcernMajorityNotAvailableYet",
         150 => "StaleEpoch",
         175 => "QueryPlanKilled",

@@ -185,13 +185,14 @@ impl Oplog {
     }
 
     /// The sequence number to continue from after `pos`, or `ChangeStreamHistoryLost` when
-    /// entries after it have been truncated away.
+    /// the entry at `pos` itself has been truncated away: MongoDB's oplog scan starts at the
+    /// token's timestamp and fails when the oldest entry it finds is newer than that, even if
+    /// nothing after the token was lost yet.
     pub fn resume_after(&self, pos: &TokenPos) -> CommandResult<u64> {
-        let next = pos.seq + 1;
-        if next < self.first().seq {
+        if pos.seq < self.first().seq {
             return Err(history_lost());
         }
-        Ok(next)
+        Ok(pos.seq + 1)
     }
 
     /// The first sequence number at or after `ts`, or history lost when `ts` predates the log.
@@ -268,12 +269,22 @@ mod tests {
             log.resume_after(&old).unwrap_err().code,
             codes::CHANGE_STREAM_HISTORY_LOST
         );
+        // The token's own entry is gone: history lost, though nothing after it was dropped yet.
         let edge = TokenPos {
             ts: ts(3),
             seq: 3,
             kind: TokenKind::Event,
         };
-        assert_eq!(log.resume_after(&edge).unwrap(), 4);
+        assert_eq!(
+            log.resume_after(&edge).unwrap_err().code,
+            codes::CHANGE_STREAM_HISTORY_LOST
+        );
+        let oldest = TokenPos {
+            ts: ts(4),
+            seq: 4,
+            kind: TokenKind::Event,
+        };
+        assert_eq!(log.resume_after(&oldest).unwrap(), 5);
         assert_eq!(
             log.from_seq(5).map(|e| e.seq).collect::<Vec<_>>(),
             vec![5, 6]

@@ -72,6 +72,9 @@ pub struct Collection {
     ids: HashMap<Vec<u8>, u64>,
     pub indexes: Vec<IndexSpec>,
     unique: HashMap<String, HashMap<Vec<u8>, u64>>,
+    /// The options `create` was given (`capped`, `validator`, ...), as `listCollections`
+    /// reports them; recorded, not enforced. Empty for implicitly created collections.
+    pub options: Document,
 }
 
 impl Collection {
@@ -96,6 +99,7 @@ impl Collection {
                 options: Document::new(),
             }],
             unique: HashMap::new(),
+            options: Document::new(),
         }
     }
 
@@ -222,10 +226,9 @@ impl Collection {
             }
             return Ok(false);
         }
+        // The same key under another name is a conflict, never a no-op: MongoDB identifies an
+        // index by its name as well as its key (IndexOptionsConflict either way).
         if let Some(existing) = self.indexes.iter().find(|s| s.key == spec.key) {
-            if existing.unique == spec.unique {
-                return Ok(false);
-            }
             return Err(CommandError::new(
                 codes::INDEX_OPTIONS_CONFLICT,
                 format!(

@@ -53,6 +53,18 @@ fn with_id_first(doc: &Document) -> Document {
     out
 }
 
+/// The `_id` types mongod refuses on insert (`fixDocumentForInsert`): they cannot be indexed as
+/// a single unique key.
+fn check_insertable_id(doc: &Document) -> CommandResult<()> {
+    let what = match doc.get("_id") {
+        Some(Bson::Array(_)) => "an array",
+        Some(Bson::RegularExpression(_)) => "a regex",
+        Some(Bson::Undefined) => "a undefined",
+        _ => return Ok(()),
+    };
+    Err(CommandError::bad_value(format!("can't use {what} for _id")))
+}
+
 fn write_error(index: usize, e: &CommandError) -> Document {
     let mut d = doc! {"index": index as i32, "code": e.code, "errmsg": e.message.clone()};
     for (k, v) in e.extra.iter().flat_map(|x| x.iter()) {
@@ -71,9 +83,10 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
         let mut st = shared.lock();
         for (i, d) in docs.iter().enumerate() {
             let doc = with_id_first(d);
-            let res = st
-                .collection_or_create(db, coll)
-                .and_then(|c| c.insert(doc.clone()));
+            let res = check_insertable_id(&doc).and_then(|()| {
+                st.collection_or_create(db, coll)
+                    .and_then(|c| c.insert(doc.clone()))
+            });
             match res {
                 Ok(_) => {
                     st.log(db, coll, OpKind::Insert { doc });

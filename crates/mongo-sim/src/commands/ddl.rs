@@ -10,17 +10,48 @@ use crate::state::{validate_namespace, Shared};
 use crate::store::{Collection, IndexSpec};
 use bson::{doc, Bson, Document};
 
+/// The fields of `create` that are collection options (the rest are generic command fields
+/// such as `lsid` or `writeConcern`).
+const CREATE_OPTIONS: &[&str] = &[
+    "capped",
+    "size",
+    "max",
+    "storageEngine",
+    "validator",
+    "validationLevel",
+    "validationAction",
+    "indexOptionDefaults",
+    "viewOn",
+    "pipeline",
+    "collation",
+    "timeseries",
+    "expireAfterSeconds",
+    "clusteredIndex",
+    "changeStreamPreAndPostImages",
+    "encryptedFields",
+];
+
+/// Since MongoDB 7.0, creating a collection that exists with identical options succeeds and
+/// does nothing; only different options are a `NamespaceExists` error.
 pub fn create(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "create")?;
     validate_namespace(db, coll)?;
+    let options: Document = body
+        .iter()
+        .filter(|(k, _)| CREATE_OPTIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut st = shared.lock();
-    if st.collection(db, coll).is_some() {
+    if let Some(existing) = st.collection(db, coll) {
+        if existing.options == options {
+            return Ok(Document::new());
+        }
         return Err(CommandError::new(
             codes::NAMESPACE_EXISTS,
-            format!("Collection {db}.{coll} already exists."),
+            format!("Collection {db}.{coll} already exists with different options."),
         ));
     }
-    st.collection_or_create(db, coll)?;
+    st.collection_or_create(db, coll)?.options = options;
     Ok(Document::new())
 }
 
@@ -125,7 +156,7 @@ fn collection_info(name: &str, c: &Collection) -> Document {
     doc! {
         "name": name,
         "type": "collection",
-        "options": {},
+        "options": c.options.clone(),
         "info": {"readOnly": false, "uuid": c.uuid.clone()},
         "idIndex": {"v": 2, "key": {"_id": 1}, "name": "_id_"},
     }

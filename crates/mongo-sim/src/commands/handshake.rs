@@ -144,13 +144,16 @@ pub fn list_databases(shared: &Shared, body: &Document) -> CommandResult<Documen
     let name_only = super::bool_arg(body, "nameOnly");
     let st = shared.lock();
     let mut dbs = Vec::new();
-    // `local` always exists on a replica-set member (it holds the oplog).
+    // A database exists while it has collections: dropping its last one makes it vanish from
+    // listDatabases, as on a real server.
     let mut names: Vec<(String, bool)> = st
         .dbs
         .iter()
-        .map(|(n, db)| (n.clone(), db.collections.is_empty()))
+        .filter(|(_, db)| !db.collections.is_empty())
+        .map(|(n, _)| (n.clone(), false))
         .collect();
-    if !shared.standalone && !st.dbs.contains_key("local") {
+    // `local` always exists on a replica-set member (it holds the oplog).
+    if !shared.standalone && !names.iter().any(|(n, _)| n == "local") {
         names.push(("local".into(), false));
         names.sort();
     }

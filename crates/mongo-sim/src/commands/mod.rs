@@ -157,6 +157,23 @@ fn finish(shared: &Shared, mut reply: Document) -> Document {
     };
     shared.publish_head(head);
     if !shared.standalone {
+        // A replica-set member puts its topologyVersion on every NotPrimaryError-category
+        // error. Drivers compare it with the one from hello and ignore the error as stale when
+        // it is not newer, instead of marking the server Unknown (and stalling the next
+        // operation until a heartbeat rediscovers it).
+        let code = |d: &Document| d.get_i32("code").ok();
+        if (reply.get_f64("ok") == Ok(0.0) && code(&reply).is_some_and(is_not_primary_error))
+            || reply
+                .get_document("writeConcernError")
+                .ok()
+                .and_then(code)
+                .is_some_and(is_not_primary_error)
+        {
+            reply.insert(
+                "topologyVersion",
+                doc! {"processId": shared.process_id, "counter": 0i64},
+            );
+        }
         reply.insert(
             "$clusterTime",
             doc! {
@@ -170,6 +187,18 @@ fn finish(shared: &Shared, mut reply: Document) -> Document {
         reply.insert("operationTime", now);
     }
     reply
+}
+
+/// MongoDB's `NotPrimaryError` error category (`error_codes.yml`).
+fn is_not_primary_error(code: i32) -> bool {
+    matches!(
+        code,
+        codes::PRIMARY_STEPPED_DOWN
+            | codes::NOT_WRITABLE_PRIMARY
+            | 11602 // InterruptedDueToReplStateChange
+            | 13435 // NotPrimaryNoSecondaryOk
+            | 13436 // NotPrimaryOrSecondary
+    )
 }
 
 // ---- small shared helpers for the command modules ----
@@ -247,4 +276,27 @@ pub(crate) fn cursor_reply(
         cursor.insert("postBatchResumeToken", t);
     }
     doc! {"cursor": cursor}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+
+    #[test]
+    fn not_primary_errors_carry_the_topology_version() {
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let shared = Shared::new(State::new(10), false, "127.0.0.1:1".into(), rx);
+        let err = |code| finish(&shared, CommandError::new(code, "injected").to_document());
+
+        let reply = err(codes::NOT_WRITABLE_PRIMARY);
+        let tv = reply
+            .get_document("topologyVersion")
+            .expect("topologyVersion");
+        assert_eq!(tv.get_object_id("processId"), Ok(shared.process_id));
+        assert_eq!(tv.get_i64("counter"), Ok(0));
+        // Shutdown errors carry one only in quiesce mode, which mongo-sim never enters.
+        assert!(!err(codes::SHUTDOWN_IN_PROGRESS).contains_key("topologyVersion"));
+        assert!(!err(codes::HOST_UNREACHABLE).contains_key("topologyVersion"));
+    }
 }
