@@ -118,11 +118,18 @@ pub mod codes {
     pub const CHANGE_STREAM_NOT_REPLICA_SET: i32 = 40573;
 }
 
-/// MongoDB's name for a code; `"UnknownError"`-style fallbacks keep unknown fail-point codes
-/// answerable (fail points may inject any code).
+/// MongoDB's name for a code. Codes without a name in `error_codes.yml` (the many `uassert`
+/// locations such as 15975, and whatever a fail point injects) are `Location<code>`, as the
+/// server names them.
 pub fn code_name(code: i32) -> &'static str {
     match code {
         1 => "InternalError",
+        8 => "UnknownError",
+        28 => "PathNotViable",
+        64 => "WriteConcernFailed",
+        67 => "CannotCreateIndex",
+        100 => "UnsatisfiableWriteConcern",
+        352 => "UnsupportedOpQueryCommand",
         2 => "BadValue",
         4 => "NoSuchKey",
         6 => "HostUnreachable",
@@ -171,11 +178,23 @@ pub fn code_name(code: i32) -> &'static str {
         13436 => "NotPrimaryOrSecondary",
         47 => "NoMatchingDocument",
         260 => "InvalidResumeToken",
-        40324 => "Location40324",
-        40415 => "Location40415",
-        40573 => "Location40573",
-        _ => "UnknownError",
+        _ => location_name(code),
     }
+}
+
+/// `Location<code>`, interned so `CommandError` can keep a `&'static str`; one small string per
+/// distinct code ever answered.
+fn location_name(code: i32) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<i32, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    names
+        .entry(code)
+        .or_insert_with(|| Box::leak(format!("Location{code}").into_boxed_str()))
 }
 
 /// The codes after which MongoDB marks a change-stream `getMore` failure with the

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod diff;
 pub mod expr;
 pub mod filter;
+pub mod group;
 pub mod path;
 pub mod pipeline;
 pub mod projection;

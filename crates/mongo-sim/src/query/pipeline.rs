@@ -12,6 +12,7 @@ use bson::{Bson, Document};
 
 use super::compare::{as_num, Num};
 use super::expr::Expr;
+use super::group::Group;
 use super::filter::Filter;
 use super::projection::Projection;
 use super::sort::SortSpec;
@@ -32,6 +33,7 @@ pub enum Stage {
     Count(String),
     /// `$replaceRoot: {newRoot: expr}` or `$replaceWith: expr`.
     ReplaceRoot(Expr),
+    Group(Group),
 }
 
 fn integral(v: &Bson) -> Option<i64> {
@@ -190,6 +192,7 @@ impl Stage {
                 }
             }
             "$replaceWith" => Ok(Stage::ReplaceRoot(Expr::parse(arg)?)),
+            "$group" => Ok(Stage::Group(Group::parse(arg)?)),
             other => Err(CommandError::new(
                 codes::UNRECOGNIZED_PIPELINE_STAGE,
                 format!("Unrecognized pipeline stage name: '{other}'"),
@@ -209,6 +212,7 @@ impl Stage {
             Stage::Unset(_) => "$unset",
             Stage::Count(_) => "$count",
             Stage::ReplaceRoot(_) => "$replaceRoot",
+            Stage::Group(_) => "$group",
         }
     }
 
@@ -326,6 +330,7 @@ impl Pipeline {
                         cur.split_off(n)
                     }
                 }
+                Stage::Group(g) => g.run(cur),
                 Stage::Count(name) => {
                     if cur.is_empty() {
                         Vec::new()

@@ -135,7 +135,12 @@ impl SortSpec {
                         Some(Num::Int(-1)) => false,
                         Some(Num::Float(1.0)) => true,
                         Some(Num::Float(-1.0)) => false,
-                        _ => return Err(CommandError::bad_value(
+                        None => return Err(CommandError::new(
+                            15974,
+                            format!("Illegal key in $sort specification: {path}: {other}"),
+                        )),
+                        _ => return Err(CommandError::new(
+                            15975,
                             "$sort key ordering must be 1 (for ascending) or -1 (for descending)",
                         )),
                     },
@@ -229,8 +234,8 @@ mod tests {
     #[test]
     fn parse_directions() {
         assert!(SortSpec::parse(&doc! {"a": 1, "b": -1i64, "c": 1.0, "d": -1.0}).is_ok());
-        assert_eq!(SortSpec::parse(&doc! {"a": 2}).unwrap_err().code, 2);
-        assert_eq!(SortSpec::parse(&doc! {"a": "asc"}).unwrap_err().code, 2);
+        assert_eq!(SortSpec::parse(&doc! {"a": 2}).unwrap_err().code, 15975);
+        assert_eq!(SortSpec::parse(&doc! {"a": "asc"}).unwrap_err().code, 15974);
         assert_eq!(
             SortSpec::parse(&doc! {"a": {"$meta": "textScore"}})
                 .unwrap_err()

@@ -1,0 +1,616 @@
+//! Change streams through the official Rust driver: scopes, event shapes, invalidation,
+//! resuming, the postBatchResumeToken, lost history and awaitData getMores.
+
+mod common;
+
+use bson::{doc, Bson, Document};
+use common::{command_error, token_data, TestEnv};
+use futures::StreamExt;
+use mongo_sim::SimConfig;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
+use mongodb::change_stream::ChangeStream;
+use mongodb::options::FullDocumentType;
+use std::time::Duration;
+
+/// A guard against a hang, not a timing assertion: events here arrive in milliseconds.
+const EVENT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a getMore waits when a test checks that nothing more arrives.
+const QUIET: Duration = Duration::from_millis(100);
+
+async fn next<T>(cs: &mut ChangeStream<T>) -> T
+where
+    T: serde::de::DeserializeOwned + Unpin + Send + Sync,
+{
+    tokio::time::timeout(EVENT_DEADLINE, cs.next())
+        .await
+        .expect("no change event arrived")
+        .expect("change stream ended")
+        .expect("change stream error")
+}
+
+async fn next_n<T>(cs: &mut ChangeStream<T>, n: usize) -> Vec<T>
+where
+    T: serde::de::DeserializeOwned + Unpin + Send + Sync,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(next(cs).await);
+    }
+    out
+}
+
+fn op(ev: &Document) -> &str {
+    ev.get_str("operationType").unwrap()
+}
+
+fn key_ids(events: &[ChangeStreamEvent<Document>]) -> Vec<i32> {
+    events
+        .iter()
+        .map(|e| e.document_key.as_ref().unwrap().get_i32("_id").unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn collection_stream_reports_insert_update_replace_delete() {
+    let env = TestEnv::start("cs_shapes").await;
+    let coll = env.coll("c");
+    let mut cs = coll
+        .watch()
+        .max_await_time(QUIET)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.insert_one(doc! {"_id": 1, "a": 1, "n": {"k": 1}})
+        .await
+        .unwrap();
+    coll.update_one(
+        doc! {"_id": 1},
+        doc! {"$set": {"b": 2, "n.k": 5}, "$unset": {"a": ""}},
+    )
+    .await
+    .unwrap();
+    coll.replace_one(doc! {"_id": 1}, doc! {"r": 1})
+        .await
+        .unwrap();
+    coll.delete_one(doc! {"_id": 1}).await.unwrap();
+    env.coll("other").insert_one(doc! {"_id": 9}).await.unwrap();
+
+    let ns = doc! {"db": env.db.name(), "coll": "c"};
+    let events = next_n(&mut cs, 4).await;
+    for ev in &events {
+        assert!(
+            ev.get_document("_id").unwrap().contains_key("_data"),
+            "{ev}"
+        );
+        assert!(
+            matches!(ev.get("clusterTime"), Some(Bson::Timestamp(_))),
+            "{ev}"
+        );
+        assert!(
+            matches!(ev.get("wallTime"), Some(Bson::DateTime(_))),
+            "{ev}"
+        );
+        assert_eq!(ev.get_document("ns").unwrap(), &ns);
+        assert_eq!(ev.get_document("documentKey").unwrap(), &doc! {"_id": 1});
+    }
+    let [ins, upd, rep, del] = &events[..] else {
+        unreachable!()
+    };
+    assert_eq!(op(ins), "insert");
+    assert_eq!(
+        ins.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "a": 1, "n": {"k": 1}}
+    );
+    assert_eq!(op(upd), "update");
+    assert_eq!(
+        upd.get_document("updateDescription").unwrap(),
+        &doc! {"updatedFields": {"b": 2, "n.k": 5}, "removedFields": ["a"], "truncatedArrays": []}
+    );
+    assert!(!upd.contains_key("fullDocument"), "{upd}");
+    assert_eq!(op(rep), "replace");
+    assert_eq!(
+        rep.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "r": 1}
+    );
+    assert_eq!(op(del), "delete");
+    assert!(!del.contains_key("fullDocument"), "{del}");
+    let tokens: Vec<String> = events
+        .iter()
+        .map(|e| {
+            e.get_document("_id")
+                .unwrap()
+                .get_str("_data")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    // The write to another collection is not an event of this stream.
+    assert_eq!(cs.next_if_any().await.unwrap(), None);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn typed_events_parse_in_the_driver() {
+    let env = TestEnv::start("cs_typed").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap();
+    let events = next_n(&mut cs, 2).await;
+    assert_eq!(events[0].operation_type, OperationType::Insert);
+    assert_eq!(events[0].full_document, Some(doc! {"_id": 1}));
+    assert_eq!(events[1].operation_type, OperationType::Update);
+    let desc = events[1].update_description.as_ref().unwrap();
+    assert_eq!(desc.updated_fields, doc! {"x": 1});
+    assert!(desc.removed_fields.is_empty());
+    assert_eq!(
+        events[1].ns.as_ref().unwrap().coll.as_deref(),
+        Some("c"),
+        "{:?}",
+        events[1].ns
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn update_lookup_returns_the_current_document() {
+    let env = TestEnv::start("cs_lookup").await;
+    let coll = env.coll("c");
+    let mut cs = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 2}})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 3}})
+        .await
+        .unwrap();
+    let events = next_n(&mut cs, 3).await;
+    assert_eq!(
+        events[1].get_document("updateDescription").unwrap(),
+        &doc! {"updatedFields": {"a": 2}, "removedFields": [], "truncatedArrays": []}
+    );
+    // The lookup happens when the event is read: both updates see the latest document.
+    assert_eq!(
+        events[1].get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "a": 3}
+    );
+    assert_eq!(
+        events[2].get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "a": 3}
+    );
+    // A document deleted before the update event is read has no post-image.
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 4}})
+        .await
+        .unwrap();
+    coll.delete_one(doc! {"_id": 1}).await.unwrap();
+    let events = next_n(&mut cs, 2).await;
+    assert_eq!(op(&events[0]), "update");
+    assert_eq!(events[0].get("fullDocument"), Some(&Bson::Null));
+    assert_eq!(op(&events[1]), "delete");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn drop_ends_a_collection_stream_with_invalidate() {
+    let env = TestEnv::start("cs_drop").await;
+    let coll = env.coll("c");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let mut cs = coll.watch().await.unwrap().with_type::<Document>();
+    coll.drop().await.unwrap();
+    let drop = next(&mut cs).await;
+    assert_eq!(op(&drop), "drop");
+    assert_eq!(
+        drop.get_document("ns").unwrap(),
+        &doc! {"db": env.db.name(), "coll": "c"}
+    );
+    let inv = next(&mut cs).await;
+    assert_eq!(op(&inv), "invalidate");
+    assert!(matches!(inv.get("clusterTime"), Some(Bson::Timestamp(_))));
+    assert!(!inv.contains_key("ns"), "{inv}");
+    assert!(cs.next().await.is_none(), "an invalidated stream ends");
+    assert!(!cs.is_alive());
+
+    // Resuming from the drop itself cannot step past the invalidate it causes.
+    let drop_token: ResumeToken = bson::from_bson(drop.get("_id").unwrap().clone()).unwrap();
+    let mut resumed = coll
+        .watch()
+        .resume_after(drop_token)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let again = next(&mut resumed).await;
+    assert_eq!(op(&again), "invalidate");
+    assert_eq!(again.get("_id"), inv.get("_id"));
+    assert!(resumed.next().await.is_none());
+
+    // startAfter an invalidate opens a new stream on the collection; resumeAfter may not.
+    let inv_token: ResumeToken = bson::from_bson(inv.get("_id").unwrap().clone()).unwrap();
+    let err = coll
+        .watch()
+        .resume_after(inv_token.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 260);
+    let mut after = coll.watch().start_after(inv_token).await.unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    assert_eq!(key_ids(&[next(&mut after).await]), [2]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn rename_ends_a_collection_stream_with_invalidate() {
+    let env = TestEnv::start("cs_rename").await;
+    let coll = env.coll("c");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let mut cs = coll.watch().await.unwrap().with_type::<Document>();
+    let name = env.db.name();
+    env.admin(doc! {"renameCollection": format!("{name}.c"), "to": format!("{name}.d")})
+        .await
+        .unwrap();
+    let rename = next(&mut cs).await;
+    assert_eq!(op(&rename), "rename");
+    assert_eq!(
+        rename.get_document("ns").unwrap(),
+        &doc! {"db": name, "coll": "c"}
+    );
+    assert_eq!(
+        rename.get_document("to").unwrap(),
+        &doc! {"db": name, "coll": "d"}
+    );
+    assert_eq!(op(&next(&mut cs).await), "invalidate");
+    assert!(cs.next().await.is_none());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn database_stream_sees_every_collection_and_ends_at_drop_database() {
+    let env = TestEnv::start("cs_db").await;
+    let mut cs = env.db.watch().await.unwrap().with_type::<Document>();
+    env.coll("a").insert_one(doc! {"_id": 1}).await.unwrap();
+    env.coll("b").insert_one(doc! {"_id": 2}).await.unwrap();
+    env.coll("a").drop().await.unwrap();
+    env.coll("b").insert_one(doc! {"_id": 3}).await.unwrap();
+    env.db.drop().await.unwrap();
+
+    let mut seen = Vec::new();
+    while let Some(ev) = tokio::time::timeout(EVENT_DEADLINE, cs.next())
+        .await
+        .expect("no change event arrived")
+    {
+        let ev = ev.unwrap();
+        let coll = ev
+            .get_document("ns")
+            .ok()
+            .and_then(|ns| ns.get_str("coll").ok())
+            .unwrap_or("")
+            .to_string();
+        seen.push((op(&ev).to_string(), coll));
+    }
+    let want: Vec<(String, String)> = [
+        ("insert", "a"),
+        ("insert", "b"),
+        ("drop", "a"),
+        ("insert", "b"),
+        ("drop", "b"),
+        ("dropDatabase", ""),
+        ("invalidate", ""),
+    ]
+    .iter()
+    .map(|(o, c)| (o.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn cluster_stream_sees_every_database() {
+    let env = TestEnv::start("cs_cluster").await;
+    let other = env.client.database(&common::unique_name("cs_cluster_b"));
+    let dbs = [env.db.name(), other.name()];
+    let mut cs = env
+        .client
+        .watch()
+        .pipeline([doc! {"$match": {"ns.db": {"$in": dbs.to_vec()}}}])
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    env.coll("c").insert_one(doc! {"_id": 1}).await.unwrap();
+    other
+        .collection::<Document>("c")
+        .insert_one(doc! {"_id": 2})
+        .await
+        .unwrap();
+    env.coll("d").insert_one(doc! {"_id": 3}).await.unwrap();
+    let events = next_n(&mut cs, 3).await;
+    let seen: Vec<(String, String, i32)> = events
+        .iter()
+        .map(|e| {
+            let ns = e.get_document("ns").unwrap();
+            (
+                ns.get_str("db").unwrap().to_string(),
+                ns.get_str("coll").unwrap().to_string(),
+                e.get_document("documentKey")
+                    .unwrap()
+                    .get_i32("_id")
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let want = vec![
+        (dbs[0].to_string(), "c".to_string(), 1),
+        (dbs[1].to_string(), "c".to_string(), 2),
+        (dbs[0].to_string(), "d".to_string(), 3),
+    ];
+    assert_eq!(seen, want);
+    if !env.is_sim() {
+        let _ = other.drop().await;
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn resume_after_and_start_after_return_exactly_the_later_events() {
+    let env = TestEnv::start("cs_resume").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    coll.insert_many((1..=3).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let events = next_n(&mut cs, 3).await;
+    assert_eq!(key_ids(&events), [1, 2, 3]);
+    coll.insert_one(doc! {"_id": 4}).await.unwrap();
+
+    let mut resumed = coll
+        .watch()
+        .resume_after(events[0].id.clone())
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&next_n(&mut resumed, 3).await), [2, 3, 4]);
+    assert!(resumed.next_if_any().await.unwrap().is_none());
+
+    let mut started = coll
+        .watch()
+        .start_after(events[1].id.clone())
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&next_n(&mut started, 2).await), [3, 4]);
+    assert!(started.next_if_any().await.unwrap().is_none());
+
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn start_at_operation_time_includes_the_event_at_that_time() {
+    let env = TestEnv::start("cs_optime").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    for i in 1..=3 {
+        coll.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let events = next_n(&mut cs, 3).await;
+    let at = events[1].cluster_time.unwrap();
+    let mut from = coll
+        .watch()
+        .start_at_operation_time(at)
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&next_n(&mut from, 2).await), [2, 3]);
+    assert!(from.next_if_any().await.unwrap().is_none());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn post_batch_resume_token_advances_past_other_collections_writes() {
+    let env = TestEnv::start("cs_pbrt").await;
+    let a = env.coll("a");
+    let mut cs = a.watch().max_await_time(QUIET).await.unwrap();
+    let t0 = cs.resume_token().expect("initial postBatchResumeToken");
+    env.coll("b")
+        .insert_many((0..3).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    // The driver hands out the aggregate's (empty) first batch before its first getMore, so
+    // give it a few rounds; each is one getMore that ends after QUIET with no event.
+    let mut t1 = t0.clone();
+    for _ in 0..3 {
+        assert!(cs.next_if_any().await.unwrap().is_none());
+        t1 = cs.resume_token().unwrap();
+        if t1 != t0 {
+            break;
+        }
+    }
+    assert!(
+        token_data(&t1) > token_data(&t0),
+        "{} !> {}",
+        token_data(&t1),
+        token_data(&t0)
+    );
+
+    // Resuming from the advanced token yields exactly what happens in A afterwards.
+    a.insert_one(doc! {"_id": 1}).await.unwrap();
+    let mut resumed = a.watch().resume_after(t1).await.unwrap();
+    assert_eq!(key_ids(&[next(&mut resumed).await]), [1]);
+    assert_eq!(key_ids(&[next(&mut cs).await]), [1]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_filtering_pipeline_still_advances_the_resume_token() {
+    let env = TestEnv::start("cs_filter").await;
+    let logs = env.coll("logs");
+    let mut cs = env
+        .db
+        .watch()
+        .pipeline([doc! {"$match": {"operationType": "insert", "fullDocument.w": "w1"}}])
+        .max_await_time(QUIET)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let t0 = cs.resume_token().unwrap();
+    logs.insert_many((0..3).map(|i| doc! {"_id": i, "w": "w2"}))
+        .await
+        .unwrap();
+    let mut t1 = t0.clone();
+    for _ in 0..3 {
+        assert_eq!(cs.next_if_any().await.unwrap(), None);
+        t1 = cs.resume_token().unwrap();
+        if t1 != t0 {
+            break;
+        }
+    }
+    assert!(token_data(&t1) > token_data(&t0));
+    logs.insert_one(doc! {"_id": 10, "w": "w1"}).await.unwrap();
+    let ev = next(&mut cs).await;
+    assert_eq!(
+        ev.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 10, "w": "w1"}
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_that_changes_the_id_is_a_fatal_error() {
+    let env = TestEnv::start("cs_fatal").await;
+    let coll = env.coll("c");
+    let mut cs = coll
+        .watch()
+        .pipeline([doc! {"$project": {"_id": 0}}])
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let err = tokio::time::timeout(EVENT_DEADLINE, cs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 280);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn small_batches_deliver_every_event_in_order() {
+    let env = TestEnv::start("cs_batches").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().batch_size(4).await.unwrap();
+    coll.insert_many((0..30).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    assert_eq!(
+        key_ids(&next_n(&mut cs, 30).await),
+        (0..30).collect::<Vec<_>>()
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn resuming_from_a_truncated_position_loses_history() {
+    let config = SimConfig {
+        oplog_max_events: 8,
+        ..SimConfig::default()
+    };
+    let env = TestEnv::with_config("cs_lost", config).await;
+    if !env.is_sim() {
+        return; // The oplog size of a real server is not ours to shrink.
+    }
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    coll.insert_one(doc! {"_id": 0}).await.unwrap();
+    let first = next(&mut cs).await;
+    let at = first.cluster_time.unwrap();
+    coll.insert_many((1..=20).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+
+    let err = coll
+        .watch()
+        .resume_after(first.id.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err), (286, "ChangeStreamHistoryLost".into()));
+    let err = coll.watch().start_at_operation_time(at).await.unwrap_err();
+    assert_eq!(command_error(&err).0, 286);
+    // The open stream fell behind too: like MongoDB's tailable oplog scan its getMore fails
+    // with CappedPositionLost (jstests/change_streams/oplog_rollover.js), which the driver does
+    // not resume.
+    let err = tokio::time::timeout(EVENT_DEADLINE, cs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(command_error(&err), (136, "CappedPositionLost".into()));
+}
+
+#[tokio::test]
+async fn a_standalone_server_has_no_change_streams() {
+    let config = SimConfig {
+        standalone: true,
+        ..SimConfig::default()
+    };
+    let env = TestEnv::with_config("cs_standalone", config).await;
+    if !env.is_sim() {
+        return;
+    }
+    let hello = env.admin(doc! {"hello": 1}).await.unwrap();
+    assert!(!hello.contains_key("setName"), "{hello}");
+    env.coll("c").insert_one(doc! {"_id": 1}).await.unwrap();
+    let err = env.coll("c").watch().await.unwrap_err();
+    assert_eq!(command_error(&err).0, 40573);
+    let err = env.db.watch().await.unwrap_err();
+    assert_eq!(command_error(&err).0, 40573);
+}
+
+#[tokio::test]
+async fn a_waiting_get_more_is_woken_by_a_write() {
+    let env = TestEnv::start("cs_wake").await;
+    let coll = env.coll("c");
+    // maxAwaitTime far beyond the test's patience: the event must come from the wake-up.
+    let mut cs = coll
+        .watch()
+        .max_await_time(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let admin = env.client.database("admin");
+    let getmores = |d: Document| {
+        d.get_document("opcounters")
+            .unwrap()
+            .get("getmore")
+            .and_then(Bson::as_i64)
+            .or_else(|| {
+                d.get_document("opcounters")
+                    .unwrap()
+                    .get_i32("getmore")
+                    .ok()
+                    .map(i64::from)
+            })
+            .unwrap()
+    };
+    let before = getmores(admin.run_command(doc! {"serverStatus": 1}).await.unwrap());
+    let writer = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            // Write once the stream's getMore has reached the server and is waiting.
+            loop {
+                let now = getmores(admin.run_command(doc! {"serverStatus": 1}).await.unwrap());
+                if now > before {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            coll.insert_one(doc! {"_id": 1}).await.unwrap();
+        })
+    };
+    let ev = next(&mut cs).await;
+    assert_eq!(key_ids(&[ev]), [1]);
+    writer.await.unwrap();
+    env.cleanup().await;
+}
