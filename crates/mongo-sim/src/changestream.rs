@@ -37,7 +37,6 @@ const ALLOWED_STAGES: &[&str] = &[
     "$unset",
     "$replaceRoot",
     "$replaceWith",
-    "$redact",
 ];
 
 const OPTIONS: &[&str] = &[

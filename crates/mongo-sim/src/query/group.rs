@@ -31,8 +31,15 @@ pub struct Group {
 
 #[derive(Debug, Clone)]
 enum Acc {
-    Sum { int: i64, float: f64, is_float: bool },
-    Avg { total: f64, n: u64 },
+    Sum {
+        int: i64,
+        float: f64,
+        is_float: bool,
+    },
+    Avg {
+        total: f64,
+        n: u64,
+    },
     Pick(Option<Bson>),
     List(Vec<Bson>),
 }
@@ -40,7 +47,10 @@ enum Acc {
 impl Group {
     pub fn parse(arg: &Bson) -> CommandResult<Group> {
         let Bson::Document(spec) = arg else {
-            return Err(CommandError::new(15947, "a group's fields must be specified in an object"));
+            return Err(CommandError::new(
+                15947,
+                "a group's fields must be specified in an object",
+            ));
         };
         let id = spec
             .get("_id")
@@ -49,15 +59,26 @@ impl Group {
         let mut fields = Vec::new();
         for (name, acc) in spec.iter().filter(|(k, _)| *k != "_id") {
             if name.contains('.') {
-                return Err(CommandError::new(40235, format!("The field name '{name}' cannot contain '.'")));
+                return Err(CommandError::new(
+                    40235,
+                    format!("The field name '{name}' cannot contain '.'"),
+                ));
             }
             let Bson::Document(acc) = acc else {
-                return Err(CommandError::new(40234, format!("The field '{name}' must be an accumulator object")));
+                return Err(CommandError::new(
+                    40234,
+                    format!("The field '{name}' must be an accumulator object"),
+                ));
             };
             if acc.len() != 1 {
-                return Err(CommandError::new(40238, format!("The field '{name}' must specify one accumulator")));
+                return Err(CommandError::new(
+                    40238,
+                    format!("The field '{name}' must specify one accumulator"),
+                ));
             }
-            let Some((op_name, operand)) = acc.iter().next() else { continue };
+            let Some((op_name, operand)) = acc.iter().next() else {
+                continue;
+            };
             let op = match op_name.as_str() {
                 "$sum" => Op::Sum,
                 "$avg" => Op::Avg,
@@ -68,7 +89,12 @@ impl Group {
                 "$push" => Op::Push,
                 "$addToSet" => Op::AddToSet,
                 "$count" => Op::Count,
-                other => return Err(CommandError::new(15952, format!("unknown group operator '{other}'"))),
+                other => {
+                    return Err(CommandError::new(
+                        15952,
+                        format!("unknown group operator '{other}'"),
+                    ))
+                }
             };
             fields.push((name.clone(), op, Expr::parse(operand)?));
         }
@@ -81,10 +107,15 @@ impl Group {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
         for doc in &docs {
             let key = self.id.evaluate(doc).unwrap_or(Bson::Null);
-            let slot = *index.entry(crate::store::canonical_key(std::slice::from_ref(&key))).or_insert_with(|| {
-                order.push((key.clone(), self.fields.iter().map(|(_, op, _)| Acc::new(op)).collect()));
-                order.len() - 1
-            });
+            let slot = *index
+                .entry(crate::store::canonical_key(std::slice::from_ref(&key)))
+                .or_insert_with(|| {
+                    order.push((
+                        key.clone(),
+                        self.fields.iter().map(|(_, op, _)| Acc::new(op)).collect(),
+                    ));
+                    order.len() - 1
+                });
             for ((_, op, expr), acc) in self.fields.iter().zip(order[slot].1.iter_mut()) {
                 acc.add(op, expr.evaluate(doc));
             }
@@ -106,7 +137,11 @@ impl Group {
 impl Acc {
     fn new(op: &Op) -> Acc {
         match op {
-            Op::Sum | Op::Count => Acc::Sum { int: 0, float: 0.0, is_float: false },
+            Op::Sum | Op::Count => Acc::Sum {
+                int: 0,
+                float: 0.0,
+                is_float: false,
+            },
             Op::Avg => Acc::Avg { total: 0.0, n: 0 },
             Op::Min | Op::Max | Op::First | Op::Last => Acc::Pick(None),
             Op::Push | Op::AddToSet => Acc::List(Vec::new()),
@@ -115,11 +150,25 @@ impl Acc {
 
     fn add(&mut self, op: &Op, value: Option<Bson>) {
         match (self, op) {
-            (Acc::Sum { int, float, is_float }, Op::Count) => {
+            (
+                Acc::Sum {
+                    int,
+                    float,
+                    is_float,
+                },
+                Op::Count,
+            ) => {
                 let _ = (float, is_float);
                 *int += 1;
             }
-            (Acc::Sum { int, float, is_float }, _) => match value.as_ref().and_then(as_num) {
+            (
+                Acc::Sum {
+                    int,
+                    float,
+                    is_float,
+                },
+                _,
+            ) => match value.as_ref().and_then(as_num) {
                 Some(Num::Int(i)) if !*is_float => match int.checked_add(i) {
                     Some(s) => *int = s,
                     None => {
@@ -157,7 +206,9 @@ impl Acc {
             (Acc::Pick(cur), Op::Last) => *cur = Some(value.unwrap_or(Bson::Null)),
             (Acc::Pick(cur), op) => {
                 // $min/$max ignore missing and null.
-                let Some(v) = value.filter(|v| !matches!(v, Bson::Null | Bson::Undefined)) else { return };
+                let Some(v) = value.filter(|v| !matches!(v, Bson::Null | Bson::Undefined)) else {
+                    return;
+                };
                 let replace = match cur {
                     None => true,
                     Some(c) => {
@@ -190,7 +241,11 @@ impl Acc {
 
     fn finish(self) -> Bson {
         match self {
-            Acc::Sum { int, float, is_float } => {
+            Acc::Sum {
+                int,
+                float,
+                is_float,
+            } => {
                 if is_float {
                     Bson::Double(float)
                 } else if let Ok(i) = i32::try_from(int) {
@@ -224,7 +279,10 @@ mod tests {
     #[test]
     fn count_documents_shape() {
         let docs = vec![doc! {"a": 1}, doc! {"a": 2}, doc! {"a": 3}];
-        assert_eq!(run(doc! {"_id": 1, "n": {"$sum": 1}}, docs), vec![doc! {"_id": 1, "n": 3}]);
+        assert_eq!(
+            run(doc! {"_id": 1, "n": {"$sum": 1}}, docs),
+            vec![doc! {"_id": 1, "n": 3}]
+        );
         assert!(run(doc! {"_id": 1, "n": {"$sum": 1}}, vec![]).is_empty());
     }
 
@@ -239,11 +297,14 @@ mod tests {
         ];
         let out = run(
             doc! {"_id": "$k", "s": {"$sum": "$v"}, "a": {"$avg": "$v"}, "mn": {"$min": "$v"}, "mx": {"$max": "$v"},
-                  "f": {"$first": "$v"}, "l": {"$last": "$v"}, "p": {"$push": "$v"}, "u": {"$addToSet": "$k"}, "c": {"$count": {}}},
+            "f": {"$first": "$v"}, "l": {"$last": "$v"}, "p": {"$push": "$v"}, "u": {"$addToSet": "$k"}, "c": {"$count": {}}},
             docs,
         );
         assert_eq!(out.len(), 3);
-        assert_eq!(out[0], doc! {"_id": "x", "s": 4, "a": 2.0, "mn": 1, "mx": 3, "f": 1, "l": 3, "p": [1, 3], "u": ["x"], "c": 2});
+        assert_eq!(
+            out[0],
+            doc! {"_id": "x", "s": 4, "a": 2.0, "mn": 1, "mx": 3, "f": 1, "l": 3, "p": [1, 3], "u": ["x"], "c": 2}
+        );
         assert_eq!(out[1].get("s"), Some(&Bson::Double(2.5)));
         // 1.0 and 1 are one group; strings are ignored by $sum and $avg, ordered above numbers by $max.
         assert_eq!(out[2].get("s"), Some(&Bson::Int32(1)));
@@ -255,7 +316,13 @@ mod tests {
         let code = |spec: Bson| Group::parse(&spec).unwrap_err().code;
         assert_eq!(code(Bson::Int32(1)), 15947);
         assert_eq!(code(Bson::Document(doc! {"n": {"$sum": 1}})), 15955);
-        assert_eq!(code(Bson::Document(doc! {"_id": 1, "n": {"$median": 1}})), 15952);
-        assert_eq!(code(Bson::Document(doc! {"_id": 1, "a.b": {"$sum": 1}})), 40235);
+        assert_eq!(
+            code(Bson::Document(doc! {"_id": 1, "n": {"$median": 1}})),
+            15952
+        );
+        assert_eq!(
+            code(Bson::Document(doc! {"_id": 1, "a.b": {"$sum": 1}})),
+            40235
+        );
     }
 }

@@ -12,8 +12,8 @@ use bson::{Bson, Document};
 
 use super::compare::{as_num, Num};
 use super::expr::Expr;
-use super::group::Group;
 use super::filter::Filter;
+use super::group::Group;
 use super::projection::Projection;
 use super::sort::SortSpec;
 use crate::error::{codes, CommandError, CommandResult};

@@ -135,10 +135,12 @@ impl SortSpec {
                         Some(Num::Int(-1)) => false,
                         Some(Num::Float(1.0)) => true,
                         Some(Num::Float(-1.0)) => false,
-                        None => return Err(CommandError::new(
-                            15974,
-                            format!("Illegal key in $sort specification: {path}: {other}"),
-                        )),
+                        None => {
+                            return Err(CommandError::new(
+                                15974,
+                                format!("Illegal key in $sort specification: {path}: {other}"),
+                            ))
+                        }
                         _ => return Err(CommandError::new(
                             15975,
                             "$sort key ordering must be 1 (for ascending) or -1 (for descending)",
