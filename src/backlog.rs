@@ -6,6 +6,9 @@
 //! the query the gateway waits until the live feed has passed the query's `operationTime` (a
 //! resume token begins with its cluster time), takes the queued inserts, and drops those
 //! documents from the backlog: they are delivered once, live, with their exact positions.
+//! Polling positions carry no cluster time; there a row the poller has not delivered yet
+//! (inside its overlap window and not in memory) is left out of the backlog instead, because
+//! the poller will deliver it live.
 
 use std::cmp::Ordering;
 use std::time::Duration;
@@ -58,12 +61,7 @@ impl Backlogs {
         let n = n.min(MAX_BACKLOG);
         let mut queries: Vec<(String, Document)> = Vec::new();
         for spec in self.sources.iter() {
-            let any_of: Vec<Bson> = channels
-                .iter()
-                .filter_map(|c| spec.filter_for(c, ""))
-                .map(Bson::Document)
-                .collect();
-            if !any_of.is_empty() {
+            if let Some(any_of) = spec.filter_for_any(channels, "") {
                 queries.push((spec.collection.clone(), doc! {"$or": any_of}));
             }
         }

@@ -4,20 +4,24 @@
 //! and no duplicate. They are bounded: after a gateway restart every browser reconnects at
 //! once, and one change stream per browser is exactly the load this design exists to avoid.
 
+use std::cmp::Ordering as CmpOrdering;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bson::Document;
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use futures::TryStreamExt;
 use mongodb::Database;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::channel::Channel;
-use crate::event::Event;
-use crate::position::Position;
-use crate::routing::SourceSpecs;
-use crate::source::{self, change_stream};
+use crate::delivered::Snapshot;
+use crate::event::{document_key, Event, Op};
+use crate::position::{PollCursor, Position};
+use crate::routing::{SourceSpec, SourceSpecs};
+use crate::source::{self, change_stream, polling};
 
 const BATCH: usize = 256;
 
@@ -29,6 +33,8 @@ pub struct CatchUps {
     max_waiting: usize,
     /// MongoDB work runs on the runtime that owns the driver's connections.
     runtime: Handle,
+    /// The polling overlap window (see `source::polling`).
+    poll_overlap: Duration,
 }
 
 #[derive(Debug)]
@@ -39,6 +45,8 @@ pub enum CatchUpError {
     HistoryLost,
     /// MongoDB cannot resume from this position at all (a foreign or corrupt id).
     Unusable(String),
+    /// The position is of the other mode and older than memory: it cannot be replayed.
+    ModeChanged,
     /// MongoDB is unreachable or failed otherwise.
     Failed(String),
 }
@@ -55,6 +63,7 @@ impl CatchUps {
         concurrency: usize,
         max_waiting: usize,
         runtime: Handle,
+        poll_overlap: Duration,
     ) -> Self {
         CatchUps {
             db,
@@ -63,6 +72,132 @@ impl CatchUps {
             waiting: AtomicUsize::new(0),
             max_waiting,
             runtime,
+            poll_overlap,
+        }
+    }
+
+    /// A catch-up in polling mode: every document delivered after `from` up to `until`, at
+    /// the position it was delivered at, one query per source.
+    ///
+    /// `_id` alone cannot say which documents those are: a late document (committed after
+    /// newer ones) delivered after `from` has an `_id` below `from`'s cursor, and a document
+    /// inside the overlap window may not have been delivered yet (it arrives live, after
+    /// `until`). So the query starts one window below `from`'s cursor, and `delivered` (taken
+    /// atomically with `until`) decides: a document it places is sent if it was delivered
+    /// after `from`; one it does not place was delivered in `_id` order — or, inside the
+    /// window, is still to come.
+    pub async fn start_polling(
+        &self,
+        from: &PollCursor,
+        until: &PollCursor,
+        channels: &[Channel],
+        delivered: Snapshot,
+    ) -> Result<CatchUp, CatchUpError> {
+        if from.fingerprint() != until.fingerprint() {
+            return Err(CatchUpError::Unusable(
+                "a polling position from a gateway watching other collections".into(),
+            ));
+        }
+        let from_pos = Position::Polling(from.clone());
+        if let Some(start) = &delivered.switched_at {
+            // From before the last switch: the change stream's stretch in between cannot be
+            // replayed by polling.
+            if matches!(
+                from_pos.cmp_same_kind(start),
+                None | Some(CmpOrdering::Less)
+            ) {
+                return Err(CatchUpError::ModeChanged);
+            }
+        }
+        if let Some(forgotten) = &delivered.late_forgotten {
+            // A late document delivered after `from` may have been forgotten.
+            if forgotten.cmp_same_kind(&from_pos) == Some(CmpOrdering::Greater) {
+                return Err(CatchUpError::HistoryLost);
+            }
+        }
+        let permit = self.slot().await?;
+        let (tx, rx) = mpsc::channel(BATCH);
+        let Some(high) = until.high() else {
+            return Ok(CatchUp { events: rx });
+        };
+        let overlap = self.poll_overlap.as_secs() as u32;
+        let window_below =
+            |id: &ObjectId| polling::oid_at(polling::oid_secs(id).saturating_sub(overlap));
+        let mut range = doc! {"$lte": high};
+        if let Some(low) = from.high() {
+            range.insert("$gte", window_below(&low));
+        }
+        let window_low = window_below(&high);
+        let mut queries = Vec::new();
+        for (idx, spec) in self.sources.iter().enumerate() {
+            if let Some(any_of) = spec.filter_for_any(channels, "") {
+                queries.push((
+                    idx,
+                    spec.clone(),
+                    doc! {"_id": range.clone(), "$or": any_of},
+                ));
+            }
+        }
+        let db = self.db.clone();
+        let fingerprint = until.fingerprint();
+        let (opened_tx, opened_rx) = oneshot::channel();
+        self.runtime.spawn(async move {
+            let _permit = permit;
+            let mut rows: Vec<(ObjectId, usize, SourceSpec, Document)> = Vec::new();
+            for (idx, spec, filter) in queries {
+                let found: mongodb::error::Result<Vec<Document>> = async {
+                    db.collection::<Document>(&spec.collection)
+                        .find(filter)
+                        .sort(doc! {"_id": 1})
+                        .await?
+                        .try_collect()
+                        .await
+                }
+                .await;
+                match found {
+                    Ok(docs) => rows.extend(docs.into_iter().filter_map(|d| {
+                        Some((d.get_object_id("_id").ok()?, idx, spec.clone(), d))
+                    })),
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let _ = opened_tx.send(Ok(()));
+            let mut placed: Vec<(Position, SourceSpec, Document)> = Vec::with_capacity(rows.len());
+            for (id, _, spec, doc) in rows {
+                let key = document_key(&spec.collection, &Bson::ObjectId(id));
+                if delivered.before_switch.contains(&key) {
+                    continue; // delivered before this segment began, so before `from`
+                }
+                let pos = match delivered.positions.get(&key) {
+                    Some(p) => p.clone(),
+                    None if id >= window_low => continue, // not delivered yet: arrives live
+                    None => Position::Polling(PollCursor::new(fingerprint, Some(id), 0)),
+                };
+                if pos.cmp_same_kind(&from_pos) == Some(CmpOrdering::Greater) {
+                    placed.push((pos, spec, doc));
+                }
+            }
+            placed.sort_by(|a, b| a.0.cmp_same_kind(&b.0).unwrap_or(CmpOrdering::Equal));
+            for (pos, spec, doc) in placed {
+                let ev = Event::for_document(
+                    pos,
+                    &spec.collection,
+                    spec.channel_for(&doc),
+                    Op::Insert,
+                    &doc,
+                );
+                if tx.send(Ok(Arc::new(ev))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        match opened_rx.await {
+            Ok(Ok(())) => Ok(CatchUp { events: rx }),
+            Ok(Err(e)) => Err(CatchUpError::Failed(e.to_string())),
+            Err(_) => Err(CatchUpError::Failed("catch-up task ended".into())),
         }
     }
 

@@ -64,6 +64,9 @@ pub struct Event {
     /// `collection` NUL `_id`, when the event was built from a stored document: lets a
     /// backlog recognise an insert it already served from a query.
     pub key: Option<Arc<str>>,
+    /// A control message for every connection (a mode switch), not a document: it resets the
+    /// connection's last position to its own, of the new kind.
+    pub control: bool,
     /// `id: <position>\ndata: {"channel":…,"op":…,"doc":{…}}\n\n`.
     pub frame: Bytes,
 }
@@ -93,6 +96,20 @@ impl Event {
             channel,
             op,
             key: None,
+            control: false,
+            frame,
+        }
+    }
+
+    /// A named control event (`event: <name>`) carrying `position` as its id.
+    pub fn control(position: Position, name: &str, json: &str) -> Event {
+        let frame = sse::named_frame(name, Some(position.encode()), json);
+        Event {
+            position,
+            channel: Channel::new_unchecked("_control".to_owned()),
+            op: Op::Insert,
+            key: None,
+            control: true,
             frame,
         }
     }
@@ -114,6 +131,13 @@ impl Event {
 /// The identity of a stored document across collections.
 pub fn document_key(collection: &str, id: &bson::Bson) -> Arc<str> {
     Arc::from(format!("{collection}\u{0}{id}"))
+}
+
+/// The ObjectId a [`document_key`] was made from, when the `_id` is one.
+pub fn key_object_id(key: &str) -> Option<bson::oid::ObjectId> {
+    let (_, id) = key.split_once('\u{0}')?;
+    let hex = id.strip_prefix("ObjectId(\"")?.strip_suffix("\")")?;
+    bson::oid::ObjectId::parse_str(hex).ok()
 }
 
 #[cfg(test)]
@@ -139,6 +163,21 @@ mod tests {
 data: {"channel":"logs:w1:f1","op":"insert","doc":{"msg":"line\none","n":1}}
 
 "#
+        );
+    }
+
+    #[test]
+    fn keys_give_back_their_object_id() {
+        let id = bson::oid::ObjectId::new();
+        let key = document_key("logs", &bson::Bson::ObjectId(id));
+        assert_eq!(key_object_id(&key), Some(id));
+        assert_eq!(
+            key_object_id(&document_key("logs", &bson::Bson::Int32(7))),
+            None
+        );
+        assert_eq!(
+            key_object_id(&document_key("logs", &bson::Bson::String(id.to_hex()))),
+            None
         );
     }
 

@@ -24,6 +24,11 @@ pub struct History {
     floor: Position,
     /// The latest position seen (an event or an advance).
     head: Position,
+    /// Where this history began; while `floor == start` nothing has been evicted.
+    start: Position,
+    /// The history before the last source switch (change stream <-> polling), so a client
+    /// holding a position of the previous kind still resumes exactly from memory.
+    previous: Option<Box<History>>,
 }
 
 /// Answer to [`History::since`].
@@ -72,8 +77,21 @@ impl History {
             capacity,
             ring: VecDeque::with_capacity(capacity.min(4096)),
             floor: start.clone(),
-            head: start,
+            head: start.clone(),
+            start,
+            previous: None,
         }
+    }
+
+    /// The source switched kind (change stream <-> polling) and continues at `start`: the
+    /// current history becomes the previous segment, and a new one begins. A position of the
+    /// previous kind is still answered from memory, by the previous segment's events after it
+    /// followed by everything since the switch — as long as nothing since the switch has been
+    /// evicted.
+    pub fn switch(&mut self, start: Position) {
+        let mut old = std::mem::replace(self, History::new(self.capacity, start));
+        old.previous = None;
+        self.previous = Some(Box::new(old));
     }
 
     /// Forgets everything and starts again at `start` (the watcher restarted from a position
@@ -81,7 +99,9 @@ impl History {
     pub fn reset(&mut self, start: Position) {
         self.ring.clear();
         self.floor = start.clone();
-        self.head = start;
+        self.head = start.clone();
+        self.start = start;
+        self.previous = None;
     }
 
     /// Appends an event, which must be strictly after the head. When full, the oldest event
@@ -132,6 +152,23 @@ impl History {
     /// Events after `pos` that pass `filter` (typically "is within one of the connection's
     /// channels"), found by binary search.
     pub fn since(&self, pos: &Position, filter: impl Fn(&Event) -> bool) -> Since {
+        self.since_dyn(pos, &filter)
+    }
+
+    fn since_dyn(&self, pos: &Position, filter: &dyn Fn(&Event) -> bool) -> Since {
+        if pos.cmp_same_kind(&self.floor).is_none() {
+            let Some(prev) = self.previous.as_deref() else {
+                return Since::Incomparable;
+            };
+            return match prev.since_dyn(pos, filter) {
+                Since::Events(mut evs) if self.floor == self.start => {
+                    evs.extend(self.ring.iter().filter(|e| filter(e)).cloned());
+                    Since::Events(evs)
+                }
+                Since::Events(_) | Since::TooOld => Since::TooOld,
+                Since::Incomparable => Since::Incomparable,
+            };
+        }
         match pos.cmp_same_kind(&self.floor) {
             None => return Since::Incomparable,
             Some(Ordering::Less) => return Since::TooOld,
@@ -151,6 +188,11 @@ impl History {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// The retained events of the current segment, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Arc<Event>> {
+        self.ring.iter()
     }
 
     /// Number of retained events.
@@ -197,6 +239,50 @@ mod tests {
 
     fn all(_: &Event) -> bool {
         true
+    }
+
+    fn ppos(n: u8) -> Position {
+        let oid = bson::oid::ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
+        Position::Polling(crate::position::PollCursor::new(7, Some(oid), 0))
+    }
+
+    fn pev(n: u8) -> Arc<Event> {
+        Arc::new(Event::new(
+            ppos(n),
+            Channel::parse("logs:a").unwrap(),
+            Op::Insert,
+            &doc! {},
+        ))
+    }
+
+    #[test]
+    fn a_switch_keeps_the_previous_kind_answerable() {
+        let mut h = History::new(3, pos(0));
+        h.push(ev(2, "logs:a")).unwrap();
+        h.push(ev(4, "logs:a")).unwrap();
+        h.switch(ppos(1));
+        h.push(pev(2)).unwrap();
+        assert_eq!(ids(h.since(&pos(2), all)), vec![pos(4), ppos(2)]);
+        assert_eq!(ids(h.since(&ppos(1), all)), vec![ppos(2)]);
+        assert_eq!(
+            h.since(&pos(0), all),
+            Since::Events(vec![ev(2, "logs:a"), ev(4, "logs:a"), pev(2)])
+        );
+        // Older than the previous segment: too old.
+        let mut old = History::new(1, pos(0));
+        old.push(ev(2, "logs:a")).unwrap();
+        old.push(ev(4, "logs:a")).unwrap();
+        old.switch(ppos(1));
+        assert_eq!(old.since(&pos(1), all), Since::TooOld);
+        // Once the new segment evicts, a previous-kind position can no longer be completed.
+        h.push(pev(3)).unwrap();
+        h.push(pev(4)).unwrap();
+        h.push(pev(5)).unwrap();
+        assert_eq!(h.since(&pos(2), all), Since::TooOld);
+        // A third kind of position (another fingerprint) is incomparable.
+        let foreign = Position::Polling(crate::position::PollCursor::new(8, None, 0));
+        h.switch(pos(9));
+        assert_eq!(h.since(&foreign, all), Since::Incomparable);
     }
 
     /// Ring of capacity 3 starting at 0, with events 2, 4, 6, 8, 10: retains 6, 8, 10,

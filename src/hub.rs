@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 
 use crate::channel::Channel;
+use crate::delivered::Delivered;
 use crate::event::Event;
 use crate::history::{History, Since};
 use crate::position::Position;
 use crate::router::{ConnId, Router};
+use crate::source::Mode;
 
 /// Closes a connection's socket from outside its response stream. A client that stops
 /// reading stops the stream from being polled, so only the socket can end it.
@@ -59,6 +61,44 @@ struct Inner {
     closers: HashMap<ConnId, Closer>,
     channels: HashMap<ConnId, Box<[Channel]>>,
     state: SourceState,
+    /// How the source is fed; `None` before it starts.
+    mode: Option<Mode>,
+    /// The documents delivered within the polling overlap window (see `crate::delivered`).
+    delivered: Delivered,
+}
+
+impl Inner {
+    /// What the source delivered recently: the window's documents when tracked, else what the
+    /// ring still holds.
+    fn delivered_keys(&self) -> std::collections::HashSet<Arc<str>> {
+        if self.delivered.is_tracking() {
+            return self.delivered.keys();
+        }
+        self.history
+            .as_ref()
+            .map(|h| h.events().filter_map(|e| e.key.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// What a polling catch-up needs: tracked deliveries, else what the ring still holds.
+    fn delivered_snapshot(&self) -> crate::delivered::Snapshot {
+        if self.delivered.is_tracking() {
+            return self.delivered.snapshot();
+        }
+        let positions = self
+            .history
+            .as_ref()
+            .map(|h| {
+                h.events()
+                    .filter_map(|e| Some((e.key.clone()?, e.position.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::delivered::Snapshot {
+            positions,
+            ..Default::default()
+        }
+    }
 }
 
 pub struct Hub {
@@ -79,9 +119,15 @@ pub enum Start {
     Live,
     /// These events from memory, then live.
     Replay(Vec<Arc<Event>>),
-    /// The position is older than memory: read MongoDB from `from` up to `until` (the head at
-    /// subscription), then live.
-    CatchUp { from: Position },
+    /// The position is older than memory: read MongoDB from `from` up to the head at
+    /// subscription, then live. In polling mode `delivered` says what was delivered at which
+    /// position, taken atomically with the head: a catch-up must place late documents where
+    /// they were delivered, and must not deliver one the poller has not delivered yet (it
+    /// will arrive live).
+    CatchUp {
+        from: Position,
+        delivered: Option<crate::delivered::Snapshot>,
+    },
 }
 
 /// A registered connection. Dropping it unsubscribes.
@@ -118,6 +164,8 @@ impl Hub {
                 closers: HashMap::new(),
                 channels: HashMap::new(),
                 state: SourceState::Starting,
+                mode: None,
+                delivered: Delivered::default(),
             }),
             history_capacity,
             queue_len,
@@ -134,23 +182,67 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The source (re)started at `start`. The first start creates the history; later starts
-    /// continue it (the source resumed from its last position, so nothing is missing).
-    pub fn source_started(&self, start: Position) {
+    /// The source (re)started at `start` in `mode`. The first start creates the history; a
+    /// restart of the same kind continues it (the source resumed from its last position, so
+    /// nothing is missing); a start of another kind is a mode switch: the history keeps the
+    /// previous segment, and every connection gets a `mode` event whose id is `start`, so its
+    /// de-duplication continues in the new kind of position.
+    pub fn source_started(&self, start: Position, mode: Mode) {
         let mut inner = self.lock();
-        match &mut inner.history {
-            None => inner.history = Some(History::new(self.history_capacity, start.clone())),
+        let switched = match &mut inner.history {
+            None => {
+                inner.history = Some(History::new(self.history_capacity, start.clone()));
+                false
+            }
+            Some(h) if h.head().cmp_same_kind(&start).is_some() => {
+                let _ = h.advance(start.clone());
+                false
+            }
             Some(h) => {
-                if h.advance(start.clone()).is_err() {
-                    // Another kind of position: the source changed kind; begin a new history.
-                    h.reset(start.clone());
+                h.switch(start.clone());
+                inner.delivered.switched(start.clone());
+                true
+            }
+        };
+        inner.state = SourceState::Running;
+        inner.mode = Some(mode);
+        let mut overflowed = Vec::new();
+        if switched {
+            let ev = Arc::new(Event::control(start.clone(), "mode", &mode.to_json()));
+            overflowed = inner.router.broadcast(&ev).overflowed;
+            for conn in &overflowed {
+                if let Some(close) = inner.closers.get(conn) {
+                    close();
                 }
             }
+            tracing::info!(mode = mode.name(), "source switched; connections told");
         }
-        inner.state = SourceState::Running;
         let head = inner.history.as_ref().map(|h| h.head().clone());
         drop(inner);
+        Stats::inc(
+            &self.stats.slow_consumer_disconnects,
+            overflowed.len() as u64,
+        );
         self.head.send_replace(head);
+    }
+
+    pub fn mode(&self) -> Option<Mode> {
+        self.lock().mode
+    }
+
+    /// Keys (collection and `_id`) of the documents delivered recently: what a source taking
+    /// over may have to avoid repeating, and what a polling catch-up or backlog may send. With
+    /// [`Hub::track_delivered`], every document within the window; otherwise what the ring
+    /// still holds.
+    pub fn recent_keys(&self) -> std::collections::HashSet<Arc<str>> {
+        self.lock().delivered_keys()
+    }
+
+    /// Keeps the documents delivered within `window` of the head (the polling overlap), so
+    /// that [`Hub::recent_keys`] does not depend on the ring's capacity. Called by the source
+    /// when polling may take over.
+    pub fn track_delivered(&self, window: std::time::Duration) {
+        self.lock().delivered.track(window);
     }
 
     /// The source could not continue from its last position (it fell off the oplog): what
@@ -194,6 +286,8 @@ impl Hub {
             tracing::debug!(position = %ev.position, "dropping an event at or before the head");
             return;
         }
+        inner.delivered.record(&ev);
+        inner.delivered.forget_before(&ev.position);
         let out = inner.router.publish(&ev);
         for conn in &out.overflowed {
             if let Some(close) = inner.closers.get(conn) {
@@ -215,10 +309,14 @@ impl Hub {
     pub fn advance(&self, pos: Position) {
         let moved = {
             let mut inner = self.lock();
-            match inner.history.as_mut() {
+            let moved = match inner.history.as_mut() {
                 Some(h) => h.advance(pos.clone()).unwrap_or(false),
                 None => false,
+            };
+            if moved {
+                inner.delivered.forget_before(&pos);
             }
+            moved
         };
         if moved {
             self.head.send_replace(Some(pos));
@@ -266,7 +364,10 @@ impl Hub {
                 match history.since(pos, |ev| channels.iter().any(|c| ev.channel.is_within(c))) {
                     Since::Events(evs) if evs.is_empty() => Start::Live,
                     Since::Events(evs) => Start::Replay(evs),
-                    Since::TooOld | Since::Incomparable => Start::CatchUp { from: pos.clone() },
+                    Since::TooOld | Since::Incomparable => Start::CatchUp {
+                        from: pos.clone(),
+                        delivered: head.polling().map(|_| inner.delivered_snapshot()),
+                    },
                 }
             }
         };
@@ -359,7 +460,7 @@ mod tests {
             hub.subscribe(chans(&["logs:w1"]), None, Box::new(|| {})),
             Err(SubscribeError::NotReady(_))
         ));
-        hub.source_started(pos(1));
+        hub.source_started(pos(1), Mode::ChangeStream);
         hub.publish(ev(2, "logs:w1:f1"));
         hub.publish(ev(3, "logs:w2:f1"));
         let mut sub = hub
@@ -384,7 +485,7 @@ mod tests {
     #[test]
     fn old_positions_need_a_catch_up_and_slow_consumers_are_closed() {
         let hub = Hub::new(2, 1);
-        hub.source_started(pos(10));
+        hub.source_started(pos(10), Mode::ChangeStream);
         let closed = Arc::new(AtomicU64::new(0));
         let c2 = Arc::clone(&closed);
         let sub = hub

@@ -12,8 +12,15 @@
 //!   KeyString, and KeyStrings compare bytewise in commit order, so the hex strings themselves
 //!   order positions without decoding anything.
 //!
-//! A second kind for polling mode (per-source cursors) will get its own prefix and variant;
-//! positions of different kinds are incomparable ([`Position::cmp_same_kind`] returns `None`).
+//! - `p.<FP>.<OID|->.<N>`: polling mode. `<FP>` fingerprints the configured source
+//!   collections (a position from a differently configured gateway is foreign), `<OID>` is the
+//!   polling cursor — the highest `_id` delivered so far across sources, ObjectIds ordering
+//!   documents by creation time — and `<N>` counts documents delivered late (an `_id` below the
+//!   cursor, from a writer that committed after a newer one) since the cursor last moved.
+//!   Positions of one gateway are totally ordered by `(OID, N)`.
+//!
+//! Positions of different kinds are incomparable ([`Position::cmp_same_kind`] returns `None`):
+//! crossing modes is handled on purpose by the history and the stream, never by comparison.
 //!
 //! Canonical form: hex digits must be uppercase, as MongoDB emits them. Lowercase is rejected
 //! rather than normalized so that every position has exactly one spelling: ids are only ever
@@ -31,18 +38,112 @@ pub const MAX_LEN: usize = 2048;
 
 /// Prefix of change-stream positions.
 const CHANGE_STREAM_PREFIX: &str = "c.";
+/// Prefix of polling positions.
+const POLLING_PREFIX: &str = "p.";
 
 /// A position in the change history. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Position {
     /// A change-stream resume token.
     ChangeStream(ResumeToken),
+    /// A polling cursor.
+    Polling(PollCursor),
 }
 
 /// What kind of position this is; positions compare only within a kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PositionKind {
     ChangeStream,
+    Polling,
+}
+
+/// Where the poller is: see the module documentation for the encoding.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PollCursor {
+    encoded: Arc<str>,
+    fingerprint: u32,
+    high: Option<bson::oid::ObjectId>,
+    late: u32,
+}
+
+impl PollCursor {
+    pub fn new(fingerprint: u32, high: Option<bson::oid::ObjectId>, late: u32) -> PollCursor {
+        let oid = match high {
+            Some(o) => o.to_hex().to_ascii_uppercase(),
+            None => "-".to_owned(),
+        };
+        PollCursor {
+            encoded: Arc::from(format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}")),
+            fingerprint,
+            high,
+            late,
+        }
+    }
+
+    pub fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+
+    /// The highest `_id` delivered; `None` before the first document.
+    pub fn high(&self) -> Option<bson::oid::ObjectId> {
+        self.high
+    }
+
+    pub fn late(&self) -> u32 {
+        self.late
+    }
+
+    fn decode(s: &str) -> Result<PollCursor, PositionError> {
+        let body = &s[POLLING_PREFIX.len()..];
+        let bad = || {
+            PositionError::TokenShape(
+                "polling position must be p.<8 hex>.<24 hex or ->.<hex>".into(),
+            )
+        };
+        let mut parts = body.split('.');
+        let (Some(fp), Some(oid), Some(late), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let upper_hex =
+            |t: &str| !t.is_empty() && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'));
+        if fp.len() != 8 || !upper_hex(fp) || !upper_hex(late) || late.len() > 8 {
+            return Err(bad());
+        }
+        let high = match oid {
+            "-" => None,
+            o if o.len() == 24 && upper_hex(o) => {
+                Some(bson::oid::ObjectId::parse_str(o.to_ascii_lowercase()).map_err(|_| bad())?)
+            }
+            _ => return Err(bad()),
+        };
+        let fingerprint = u32::from_str_radix(fp, 16).map_err(|_| bad())?;
+        let late = u32::from_str_radix(late, 16).map_err(|_| bad())?;
+        let cursor = PollCursor::new(fingerprint, high, late);
+        // One spelling per position: "0A" and "A" are the same counter, only "A" is canonical.
+        if &*cursor.encoded != s {
+            return Err(bad());
+        }
+        Ok(cursor)
+    }
+}
+
+/// The fingerprint of a source configuration, for polling positions: FNV-1a over the
+/// collection names in order. Stable across processes and versions, unlike `Hash`.
+pub fn sources_fingerprint<'a>(collections: impl IntoIterator<Item = &'a str>) -> u32 {
+    let mut h: u32 = 0x811C_9DC5;
+    for (i, c) in collections.into_iter().enumerate() {
+        if i > 0 {
+            h ^= u32::from(b',');
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        for b in c.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
 }
 
 /// A MongoDB 4.2+ resume token, `{_data: "<uppercase hex>"}`, kept in its encoded form
@@ -172,6 +273,14 @@ impl Position {
     pub fn to_resume_token(&self) -> Option<Document> {
         match self {
             Position::ChangeStream(t) => Some(t.to_document()),
+            Position::Polling(_) => None,
+        }
+    }
+
+    pub fn polling(&self) -> Option<&PollCursor> {
+        match self {
+            Position::Polling(p) => Some(p),
+            Position::ChangeStream(_) => None,
         }
     }
 
@@ -179,6 +288,7 @@ impl Position {
     pub fn encode(&self) -> &str {
         match self {
             Position::ChangeStream(t) => &t.encoded,
+            Position::Polling(p) => &p.encoded,
         }
     }
 
@@ -197,6 +307,9 @@ impl Position {
                 encoded: Arc::from(s),
             }));
         }
+        if s.starts_with(POLLING_PREFIX) {
+            return Ok(Position::Polling(PollCursor::decode(s)?));
+        }
         Err(PositionError::UnknownKind)
     }
 
@@ -205,7 +318,9 @@ impl Position {
     /// timestamp's seconds and increment, big-endian), which is what lets the gateway compare
     /// a position with a read's `operationTime`.
     pub fn cluster_time(&self) -> Option<bson::Timestamp> {
-        let Position::ChangeStream(t) = self;
+        let Position::ChangeStream(t) = self else {
+            return None;
+        };
         let data = t.data();
         if data.len() < 18 || !data.starts_with("82") {
             return None;
@@ -218,6 +333,7 @@ impl Position {
     pub fn kind(&self) -> PositionKind {
         match self {
             Position::ChangeStream(_) => PositionKind::ChangeStream,
+            Position::Polling(_) => PositionKind::Polling,
         }
     }
 
@@ -227,6 +343,10 @@ impl Position {
             // Uppercase hex compares like the bytes it encodes ('0'-'9' < 'A'-'F' in ASCII,
             // two digits per byte), and KeyStrings compare bytewise.
             (Position::ChangeStream(a), Position::ChangeStream(b)) => Some(a.data().cmp(b.data())),
+            (Position::Polling(a), Position::Polling(b)) if a.fingerprint == b.fingerprint => {
+                Some((a.high.map(|o| o.bytes()), a.late).cmp(&(b.high.map(|o| o.bytes()), b.late)))
+            }
+            _ => None,
         }
     }
 }
@@ -272,6 +392,42 @@ mod tests {
 
     fn pos(hex: &str) -> Position {
         Position::from_resume_token(&doc! {"_data": hex}).unwrap()
+    }
+
+    #[test]
+    fn polling_positions_round_trip_and_order() {
+        let fp = sources_fingerprint(["logs", "audit"]);
+        assert_ne!(fp, sources_fingerprint(["logs"]));
+        let a = bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+        let b = bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4c").unwrap();
+        let p0 = Position::Polling(PollCursor::new(fp, None, 0));
+        let p1 = Position::Polling(PollCursor::new(fp, Some(a), 0));
+        let p2 = Position::Polling(PollCursor::new(fp, Some(a), 11));
+        let p3 = Position::Polling(PollCursor::new(fp, Some(b), 0));
+        assert!(p0 < p1 && p1 < p2 && p2 < p3);
+        for p in [&p0, &p1, &p2, &p3] {
+            assert_eq!(&Position::decode(p.encode()).unwrap(), p);
+            assert_eq!(p.kind(), PositionKind::Polling);
+        }
+        assert_eq!(
+            p2.encode(),
+            format!("p.{fp:08X}.65A1B2C3D4E5F60718293A4B.B")
+        );
+        let other = Position::Polling(PollCursor::new(fp ^ 1, Some(a), 0));
+        assert_eq!(p1.cmp_same_kind(&other), None);
+        assert_eq!(p1.cmp_same_kind(&pos(REAL)), None);
+        assert_eq!(p1.cluster_time(), None);
+        for bad in [
+            "p.",
+            "p.1.2.3",
+            "p.0000000G.-.0",
+            "p.00000000.-.0A",
+            "p.00000000.65a1b2c3d4e5f60718293a4b.0",
+            "p.00000000.-.0.1",
+            "p.00000000.-.123456789",
+        ] {
+            assert!(Position::decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -114,20 +114,43 @@ impl Router {
                 if levels[..i].iter().flatten().any(|s| s.contains(&conn)) {
                     continue;
                 }
-                let Some(sub) = self.conns.get(&conn) else {
-                    continue;
-                };
-                match sub.tx.try_send(Arc::clone(ev)) {
-                    Ok(()) => out.delivered += 1,
-                    Err(TrySendError::Full(_)) => out.overflowed.push(conn),
-                    Err(TrySendError::Closed(_)) => closed.push(conn),
-                }
+                self.offer(conn, ev, &mut out, &mut closed);
             }
         }
-        for conn in out.overflowed.iter().chain(&closed) {
+        self.drop_failed(&out, &closed);
+        out
+    }
+
+    /// Queues a control event (a mode switch) for every connection, whatever its channels.
+    /// Full queues are treated as in [`Router::publish`].
+    pub fn broadcast(&mut self, ev: &Arc<Event>) -> Publish {
+        let mut out = Publish::default();
+        let mut closed = Vec::new();
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.offer(conn, ev, &mut out, &mut closed);
+        }
+        self.drop_failed(&out, &closed);
+        out
+    }
+
+    /// Queues `ev` for `conn` without waiting, sorting the connection into delivered,
+    /// overflowed (a slow consumer) or closed (gone).
+    fn offer(&self, conn: ConnId, ev: &Arc<Event>, out: &mut Publish, closed: &mut Vec<ConnId>) {
+        let Some(sub) = self.conns.get(&conn) else {
+            return;
+        };
+        match sub.tx.try_send(Arc::clone(ev)) {
+            Ok(()) => out.delivered += 1,
+            Err(TrySendError::Full(_)) => out.overflowed.push(conn),
+            Err(TrySendError::Closed(_)) => closed.push(conn),
+        }
+    }
+
+    fn drop_failed(&mut self, out: &Publish, closed: &[ConnId]) {
+        for conn in out.overflowed.iter().chain(closed) {
             self.unsubscribe(*conn);
         }
-        out
     }
 
     /// Whether `conn` is subscribed.

@@ -189,6 +189,19 @@ impl SourceSpec {
     }
 }
 
+impl SourceSpec {
+    /// [`SourceSpec::filter_for`] over several channels, as the alternatives of an `$or`;
+    /// `None` when this source can route nothing to any of them.
+    pub fn filter_for_any(&self, channels: &[Channel], path_prefix: &str) -> Option<Vec<Bson>> {
+        let any_of: Vec<Bson> = channels
+            .iter()
+            .filter_map(|c| self.filter_for(c, path_prefix))
+            .map(Bson::Document)
+            .collect();
+        (!any_of.is_empty()).then_some(any_of)
+    }
+}
+
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.collection, self.prefix)?;

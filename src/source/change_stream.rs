@@ -1,8 +1,6 @@
 //! The live source: one database-level change stream covering every configured collection, so
 //! that one position space orders all of them. The driver resumes by itself after resumable
-//! errors; after anything else this loop reopens from the last token it saw, with backoff. A
-//! last token that has fallen off the oplog cannot be resumed: the hub is told there is a gap
-//! and the stream starts again from now.
+//! errors; the supervisor reopens after anything else (see `supervisor.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +13,13 @@ use mongodb::Database;
 use tokio::sync::watch;
 
 use crate::event::{Event, Op};
-use crate::hub::{Hub, SourceState};
+use crate::hub::Hub;
 use crate::position::Position;
 use crate::routing::SourceSpecs;
 
 /// How long one getMore waits for events. Short enough that the head (and so `id:`-only
 /// heartbeats and backlog hand-offs) follows a quiet database closely.
 const MAX_AWAIT: Duration = Duration::from_millis(500);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub struct Watcher {
     pub db: Database,
@@ -74,7 +70,7 @@ pub fn token_of(position: &Position) -> Option<ResumeToken> {
 }
 
 impl Watcher {
-    async fn open(
+    pub async fn open(
         &self,
         resume: Option<ResumeToken>,
     ) -> mongodb::error::Result<ChangeStream<Document>> {
@@ -89,87 +85,67 @@ impl Watcher {
         Ok(stream.with_type::<Document>())
     }
 
-    /// Runs until shutdown.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut resume: Option<ResumeToken> = None;
-        let mut backoff = BACKOFF_MIN;
+    /// Publishes the stream's events until shutdown (`Ok`) or an error the driver did not
+    /// resume from (`Err`). `resume` follows every token, so the caller reopens from exactly
+    /// where this stopped. `skip` holds inserts already delivered by the polling source just
+    /// before a switch back to change streams; it expires with the overlap window.
+    pub async fn pump(
+        &self,
+        stream: &mut ChangeStream<Document>,
+        resume: &mut Option<ResumeToken>,
+        skip: &mut Option<Skip>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> mongodb::error::Result<()> {
         loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            let opened = tokio::select! {
-                r = self.open(resume.clone()) => r,
-                _ = shutdown.wait_for(|s| *s) => return,
+            let next = tokio::select! {
+                r = stream.next_if_any() => r,
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
             };
-            let mut stream = match opened {
-                Ok(s) => s,
-                Err(e) if resume.is_some() && super::is_history_lost(&e) => {
-                    tracing::error!("the change stream's resume point fell off the oplog; restarting from now and telling clients about the gap");
-                    resume = None;
-                    match self.open(None).await {
-                        Ok(s) => {
-                            if let Some(p) = s.resume_token().as_ref().and_then(position_of) {
-                                self.hub.source_restarted_with_gap(p);
-                            }
-                            s
-                        }
-                        Err(e) => {
-                            self.hub.set_state(SourceState::Down(e.to_string()));
-                            continue;
+            if let Some(raw) = next? {
+                match to_event(&self.sources, &raw) {
+                    Ok(Some(ev)) => {
+                        // Inserts the poller delivered just before the switch are not repeated.
+                        if !skip.as_ref().is_some_and(|s| s.contains(&ev)) {
+                            self.hub.publish(ev);
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!("cannot open the change stream: {e}; retrying in {backoff:?}");
-                    self.hub.set_state(SourceState::Down(e.to_string()));
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            };
-            match stream.resume_token().as_ref().and_then(position_of) {
-                Some(start) => self.hub.source_started(start),
-                None => {
-                    self.hub.set_state(SourceState::Down(
-                        "the change stream returned no resume token".into(),
-                    ));
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            }
-            tracing::info!("change stream open");
-            backoff = BACKOFF_MIN;
-            loop {
-                let next = tokio::select! {
-                    r = stream.next_if_any() => r,
-                    _ = shutdown.wait_for(|s| *s) => return,
-                };
-                match next {
-                    Ok(Some(raw)) => match to_event(&self.sources, &raw) {
-                        Ok(Some(ev)) => self.hub.publish(ev),
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!("skipping a change event: {e}"),
-                    },
                     Ok(None) => {}
-                    Err(e) => {
-                        // The driver already resumed once if the error was resumable.
-                        tracing::warn!(
-                            "change stream failed: {e}; reopening from the last position"
-                        );
-                        break;
-                    }
-                }
-                if let Some(t) = stream.resume_token() {
-                    if let Some(p) = position_of(&t) {
-                        self.hub.advance(p);
-                    }
-                    resume = Some(t);
+                    Err(e) => tracing::warn!("skipping a change event: {e}"),
                 }
             }
-            drop(stream);
+            if skip.as_ref().is_some_and(|s| s.expired()) {
+                *skip = None;
+            }
+            if let Some(t) = stream.resume_token() {
+                if let Some(p) = position_of(&t) {
+                    self.hub.advance(p);
+                }
+                *resume = Some(t);
+            }
         }
+    }
+}
+
+/// Inserts the polling source delivered just before a switch to change streams: the stream
+/// starts at the switch, and may repeat them.
+pub struct Skip {
+    keys: std::collections::HashSet<Arc<str>>,
+    until: std::time::Instant,
+}
+
+impl Skip {
+    pub fn new(keys: std::collections::HashSet<Arc<str>>, for_how_long: Duration) -> Skip {
+        Skip {
+            keys,
+            until: std::time::Instant::now() + for_how_long,
+        }
+    }
+
+    fn contains(&self, ev: &Event) -> bool {
+        ev.op == Op::Insert && ev.key.as_ref().is_some_and(|k| self.keys.contains(k))
+    }
+
+    fn expired(&self) -> bool {
+        std::time::Instant::now() >= self.until
     }
 }

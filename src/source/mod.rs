@@ -5,6 +5,8 @@
 
 pub mod change_stream;
 pub mod pipeline;
+pub mod polling;
+pub mod supervisor;
 
 use mongodb::error::{Error, ErrorKind};
 
@@ -17,6 +19,61 @@ pub mod codes {
     pub const INVALID_RESUME_TOKEN: i32 = 260;
     pub const BAD_VALUE: i32 = 2;
     pub const FAILED_TO_PARSE: i32 = 9;
+}
+
+/// What the browsers are told about how they are being fed (the named `mode` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ChangeStream,
+    Polling { interval_ms: u64 },
+}
+
+impl Mode {
+    pub fn to_json(self) -> String {
+        match self {
+            Mode::ChangeStream => r#"{"mode":"change_stream"}"#.to_string(),
+            Mode::Polling { interval_ms } => {
+                format!(r#"{{"mode":"polling","interval_ms":{interval_ms}}}"#)
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::ChangeStream => "change_stream",
+            Mode::Polling { .. } => "polling",
+        }
+    }
+}
+
+/// The server errors that mean "change streams are not available here", as opposed to
+/// transient failures (network, elections), which are never a reason to switch to polling.
+pub const CHANGE_STREAMS_UNAVAILABLE: &[(i32, &str)] = &[
+    (
+        40573,
+        "the server is not a replica set member (Location40573)",
+    ),
+    (
+        13,
+        "the user lacks the changeStream privilege (Unauthorized)",
+    ),
+    (
+        115,
+        "the server does not support the command (CommandNotSupported)",
+    ),
+    (
+        40324,
+        "the server does not know the $changeStream stage (Location40324)",
+    ),
+];
+
+/// Why change streams are unavailable, if `e` says they are.
+pub fn unavailable_reason(e: &Error) -> Option<&'static str> {
+    let code = server_code(e)?;
+    CHANGE_STREAMS_UNAVAILABLE
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, why)| *why)
 }
 
 /// The server error code of a command failure, if that is what `e` is.

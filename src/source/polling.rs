@@ -1,0 +1,246 @@
+//! The polling source, for deployments without change streams (a standalone `mongod`, or a
+//! user without the `changeStream` privilege). One query per source per interval, whatever
+//! the number of browsers (invariant 4).
+//!
+//! ObjectIds order documents by creation time, but writers do not commit in `_id` order: a
+//! document made before another can be inserted after it. So each query re-reads an overlap
+//! window (`_id` from `high - overlap` on) and a set of the `_id`s already delivered within
+//! that window keeps re-reads from becoming duplicates. A late document is delivered when it
+//! is first seen, with a position that counts it as late (`PollCursor::late`). The one
+//! remaining loss: a write whose `_id` is older than the window when it finally commits.
+//!
+//! Polling sees inserts only (that is what a log is); updates need change streams. Documents
+//! whose `_id` is not an ObjectId are skipped and counted.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use futures::TryStreamExt;
+use mongodb::Database;
+
+use crate::event::{document_key, Event, Op};
+use crate::position::{sources_fingerprint, PollCursor, Position};
+use crate::routing::SourceSpecs;
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct PollStats {
+    pub polls: AtomicU64,
+    pub queries: AtomicU64,
+    pub documents_found: AtomicU64,
+    pub non_objectid_skipped: AtomicU64,
+}
+
+pub struct Poller {
+    db: Database,
+    sources: SourceSpecs,
+    overlap: Duration,
+    fingerprint: u32,
+    high: Option<ObjectId>,
+    late: u32,
+    /// `(_id, source index)` delivered within the overlap window.
+    seen: BTreeSet<(ObjectId, usize)>,
+    stats: Arc<PollStats>,
+}
+
+/// The smallest ObjectId of a second: the lower bound of a time window.
+pub fn oid_at(secs: u32) -> ObjectId {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&secs.to_be_bytes());
+    ObjectId::from_bytes(b)
+}
+
+pub fn oid_secs(oid: &ObjectId) -> u32 {
+    let b = oid.bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl Poller {
+    fn new(db: Database, sources: SourceSpecs, overlap: Duration, stats: Arc<PollStats>) -> Poller {
+        let fingerprint = sources_fingerprint(sources.collections());
+        Poller {
+            db,
+            sources,
+            overlap,
+            fingerprint,
+            high: None,
+            late: 0,
+            seen: BTreeSet::new(),
+            stats,
+        }
+    }
+
+    /// Starts from now: everything already stored counts as delivered.
+    pub async fn start_now(
+        db: Database,
+        sources: SourceSpecs,
+        overlap: Duration,
+        stats: Arc<PollStats>,
+    ) -> mongodb::error::Result<Poller> {
+        let mut p = Poller::new(db, sources, overlap, stats);
+        for (i, spec) in p.sources.iter().enumerate() {
+            let newest =
+                p.db.collection::<Document>(&spec.collection)
+                    .find_one(doc! {"_id": {"$type": "objectId"}})
+                    .sort(doc! {"_id": -1})
+                    .projection(doc! {"_id": 1})
+                    .await?;
+            if let Some(Ok(id)) = newest.map(|d| d.get_object_id("_id")) {
+                if p.high.is_none_or(|h| id > h) {
+                    p.high = Some(id);
+                }
+            }
+            let _ = i;
+        }
+        // Everything inside the window is already "seen".
+        let found = p.query_window().await?;
+        for (idx, _, doc) in found {
+            if let Ok(id) = doc.get_object_id("_id") {
+                p.seen.insert((id, idx));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Continues after a change stream that reached cluster time `secs`: the window is re-read
+    /// and documents the change stream already delivered (`delivered`, keys from the history
+    /// ring) are not repeated.
+    pub async fn after_change_stream(
+        db: Database,
+        sources: SourceSpecs,
+        overlap: Duration,
+        stats: Arc<PollStats>,
+        secs: u32,
+        delivered: &HashSet<Arc<str>>,
+    ) -> mongodb::error::Result<Poller> {
+        let mut p = Poller::new(db, sources, overlap, stats);
+        p.high = Some(oid_at(secs));
+        let found = p.query_window().await?;
+        for (idx, coll, doc) in found {
+            if let Ok(id) = doc.get_object_id("_id") {
+                if delivered.contains(&document_key(&coll, &Bson::ObjectId(id))) {
+                    p.seen.insert((id, idx));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn position(&self) -> Position {
+        Position::Polling(PollCursor::new(self.fingerprint, self.high, self.late))
+    }
+
+    pub fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+
+    /// The keys of the documents delivered within the window: after switching back to a
+    /// change stream, its first events may repeat them.
+    pub fn delivered_keys(&self) -> HashSet<Arc<str>> {
+        self.seen
+            .iter()
+            .filter_map(|(id, idx)| {
+                let spec = self.sources.iter().nth(*idx)?;
+                Some(document_key(&spec.collection, &Bson::ObjectId(*id)))
+            })
+            .collect()
+    }
+
+    fn window_low(&self) -> Option<ObjectId> {
+        let high = self.high?;
+        Some(oid_at(
+            oid_secs(&high).saturating_sub(self.overlap.as_secs() as u32),
+        ))
+    }
+
+    /// One query per source: documents in the window, by `_id`.
+    async fn query_window(&self) -> mongodb::error::Result<Vec<(usize, String, Document)>> {
+        let filter = match self.window_low() {
+            Some(low) => doc! {"_id": {"$gte": low}},
+            None => doc! {},
+        };
+        let mut out = Vec::new();
+        for (idx, spec) in self.sources.iter().enumerate() {
+            self.stats.queries.fetch_add(1, Ordering::Relaxed);
+            let docs: Vec<Document> = self
+                .db
+                .collection::<Document>(&spec.collection)
+                .find(filter.clone())
+                .sort(doc! {"_id": 1})
+                .await?
+                .try_collect()
+                .await?;
+            out.extend(docs.into_iter().map(|d| (idx, spec.collection.clone(), d)));
+        }
+        Ok(out)
+    }
+
+    /// One polling round: the new documents as events, in delivery order.
+    pub async fn poll(&mut self) -> mongodb::error::Result<Vec<Event>> {
+        self.stats.polls.fetch_add(1, Ordering::Relaxed);
+        let found = self.query_window().await?;
+        let mut fresh: Vec<(ObjectId, usize, String, Document)> = Vec::new();
+        for (idx, coll, doc) in found {
+            match doc.get("_id") {
+                Some(Bson::ObjectId(id)) => {
+                    if !self.seen.contains(&(*id, idx)) {
+                        fresh.push((*id, idx, coll, doc));
+                    }
+                }
+                _ => {
+                    self.stats
+                        .non_objectid_skipped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        fresh.sort_by_key(|a| (a.0.bytes(), a.1));
+        self.stats
+            .documents_found
+            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        let mut events = Vec::with_capacity(fresh.len());
+        for (id, idx, coll, doc) in fresh {
+            if self.high.is_none_or(|h| id > h) {
+                self.high = Some(id);
+                self.late = 0;
+            } else {
+                self.late = self.late.saturating_add(1);
+            }
+            self.seen.insert((id, idx));
+            let Some(spec) = self.sources.iter().nth(idx) else {
+                continue;
+            };
+            events.push(Event::for_document(
+                self.position(),
+                &coll,
+                spec.channel_for(&doc),
+                Op::Insert,
+                &doc,
+            ));
+        }
+        // Forget what can no longer be re-read.
+        if let Some(low) = self.window_low() {
+            self.seen = self.seen.split_off(&(low, 0));
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_bounds_are_whole_seconds() {
+        let o = oid_at(1_700_000_000);
+        assert_eq!(oid_secs(&o), 1_700_000_000);
+        assert!(oid_at(5) < oid_at(6));
+        let real = ObjectId::new();
+        assert!(oid_at(oid_secs(&real)) <= real);
+        assert!(oid_at(oid_secs(&real) + 1) > real);
+    }
+}
