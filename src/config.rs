@@ -17,7 +17,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::admin::AdminToken;
+use crate::auth::jwt::{JwtConfig, JwtVars, DEFAULT_LEEWAY_SECS};
+use crate::http::cors::CorsOrigins;
+use crate::limits::{self, LimitsConfig};
 use crate::routing::{SourceSpecs, DEFAULT_SOURCES};
+use crate::source::supervisor::{SourceConfig, SourceMode};
 
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
 pub const DEFAULT_MONGODB_DB: &str = "datashop";
@@ -57,8 +62,22 @@ pub struct Config {
     pub catchup_concurrency: usize,
     /// `SSE_CATCHUP_QUEUE`: catch-ups that may wait for a slot before new ones get 503.
     pub catchup_queue: usize,
+    /// `SSE_MODE`, `SSE_PROBE_INTERVAL_SECS`, `SSE_POLL_INTERVAL_MS`, `SSE_POLL_OVERLAP_MS`.
+    pub source: SourceConfig,
     /// `SSE_AUTH`.
     pub auth: AuthMode,
+    /// `SSE_JWT_*`: how tokens are verified; set exactly when `auth` is `Jwt`.
+    pub jwt: Option<JwtConfig>,
+    /// `SSE_ALLOW_QUERY_TOKEN`: accept `?access_token=` (default false: URLs leak).
+    pub allow_query_token: bool,
+    /// `SSE_COOKIE_INSECURE`: session cookie without `Secure`, for local plain http.
+    pub cookie_insecure: bool,
+    /// `SSE_MAX_CONNECTIONS*`, `SSE_CONNECT_*`, `SSE_MAX_URL_BYTES`, `SSE_MAX_HEADER_BYTES`.
+    pub limits: LimitsConfig,
+    /// `SSE_CORS_ORIGINS`.
+    pub cors_origins: CorsOrigins,
+    /// `SSE_ADMIN_TOKEN` (kept as a digest only).
+    pub admin_token: AdminToken,
 }
 
 /// A variable that is missing or invalid. Displays as `invalid <VAR>: <message>`.
@@ -119,7 +138,29 @@ pub const VARS: &[&str] = &[
     "SSE_MAX_CHANNELS",
     "SSE_CATCHUP_CONCURRENCY",
     "SSE_CATCHUP_QUEUE",
+    "SSE_MODE",
+    "SSE_PROBE_INTERVAL_SECS",
+    "SSE_POLL_INTERVAL_MS",
+    "SSE_POLL_OVERLAP_MS",
     "SSE_AUTH",
+    "SSE_JWT_ALGORITHM",
+    "SSE_JWT_SECRET",
+    "SSE_JWT_PUBLIC_KEY_FILE",
+    "SSE_JWT_LEEWAY_SECS",
+    "SSE_JWT_ISSUER",
+    "SSE_JWT_AUDIENCE",
+    "SSE_ALLOW_QUERY_TOKEN",
+    "SSE_COOKIE_INSECURE",
+    "SSE_MAX_CONNECTIONS",
+    "SSE_MAX_CONNECTIONS_PER_SUBJECT",
+    "SSE_CONNECT_RATE_PER_IP",
+    "SSE_CONNECT_BURST_PER_IP",
+    "SSE_CONNECT_RATE_PER_SUBJECT",
+    "SSE_CONNECT_BURST_PER_SUBJECT",
+    "SSE_MAX_URL_BYTES",
+    "SSE_MAX_HEADER_BYTES",
+    "SSE_CORS_ORIGINS",
+    "SSE_ADMIN_TOKEN",
 ];
 
 /// The variables as envy sees them (names lowercased), all as raw strings.
@@ -136,7 +177,29 @@ struct Raw {
     sse_max_channels: Option<String>,
     sse_catchup_concurrency: Option<String>,
     sse_catchup_queue: Option<String>,
+    sse_mode: Option<String>,
+    sse_probe_interval_secs: Option<String>,
+    sse_poll_interval_ms: Option<String>,
+    sse_poll_overlap_ms: Option<String>,
     sse_auth: Option<String>,
+    sse_jwt_algorithm: Option<String>,
+    sse_jwt_secret: Option<String>,
+    sse_jwt_public_key_file: Option<String>,
+    sse_jwt_leeway_secs: Option<String>,
+    sse_jwt_issuer: Option<String>,
+    sse_jwt_audience: Option<String>,
+    sse_allow_query_token: Option<String>,
+    sse_cookie_insecure: Option<String>,
+    sse_max_connections: Option<String>,
+    sse_max_connections_per_subject: Option<String>,
+    sse_connect_rate_per_ip: Option<String>,
+    sse_connect_burst_per_ip: Option<String>,
+    sse_connect_rate_per_subject: Option<String>,
+    sse_connect_burst_per_subject: Option<String>,
+    sse_max_url_bytes: Option<String>,
+    sse_max_header_bytes: Option<String>,
+    sse_cors_origins: Option<String>,
+    sse_admin_token: Option<String>,
 }
 
 fn int(var: &str, raw: Option<&str>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -159,6 +222,146 @@ fn size(
 ) -> Result<usize, ConfigError> {
     let n = int(var, raw, default, min, max)?;
     usize::try_from(n).map_err(|_| ConfigError::new(var, "too large for this platform"))
+}
+
+fn boolean(var: &str, raw: Option<&str>) -> Result<bool, ConfigError> {
+    match raw {
+        None | Some("") | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ConfigError::new(
+            var,
+            format!("expected true or false, got {other:?}"),
+        )),
+    }
+}
+
+fn rate(var: &str, raw: Option<&str>, default: u32) -> Result<u32, ConfigError> {
+    // Bounded well inside u32: a rate of 0 disables the bucket.
+    int(var, raw, u64::from(default), 0, 1_000_000).map(|n| n as u32)
+}
+
+/// The access-control and limit settings, read together (`*` in `SSE_CORS_ORIGINS` depends
+/// on `SSE_AUTH`).
+struct Access {
+    auth: AuthMode,
+    jwt: Option<JwtConfig>,
+    allow_query_token: bool,
+    cookie_insecure: bool,
+    limits: LimitsConfig,
+    cors_origins: CorsOrigins,
+    admin_token: AdminToken,
+}
+
+impl Access {
+    fn from_raw(raw: &Raw) -> Result<Access, ConfigError> {
+        let auth = auth(raw.sse_auth.as_deref())?;
+        Ok(Access {
+            auth,
+            jwt: match auth {
+                AuthMode::Jwt => Some(jwt(raw)?),
+                AuthMode::None => None,
+            },
+            allow_query_token: boolean(
+                "SSE_ALLOW_QUERY_TOKEN",
+                raw.sse_allow_query_token.as_deref(),
+            )?,
+            cookie_insecure: boolean("SSE_COOKIE_INSECURE", raw.sse_cookie_insecure.as_deref())?,
+            limits: limits(raw)?,
+            cors_origins: CorsOrigins::parse(
+                raw.sse_cors_origins.as_deref(),
+                auth == AuthMode::Jwt,
+            )
+            .map_err(|why| ConfigError::new("SSE_CORS_ORIGINS", why))?,
+            admin_token: AdminToken::parse(raw.sse_admin_token.as_deref())
+                .map_err(|why| ConfigError::new("SSE_ADMIN_TOKEN", why))?,
+        })
+    }
+}
+
+/// The `SSE_JWT_*` variables, read only with `SSE_AUTH=jwt`.
+fn jwt(raw: &Raw) -> Result<JwtConfig, ConfigError> {
+    let leeway_secs = int(
+        "SSE_JWT_LEEWAY_SECS",
+        raw.sse_jwt_leeway_secs.as_deref(),
+        DEFAULT_LEEWAY_SECS,
+        0,
+        600,
+    )?;
+    JwtConfig::from_vars(JwtVars {
+        algorithm: raw.sse_jwt_algorithm.as_deref(),
+        secret: raw.sse_jwt_secret.as_deref(),
+        public_key_file: raw.sse_jwt_public_key_file.as_deref(),
+        leeway_secs,
+        issuer: raw.sse_jwt_issuer.as_deref(),
+        audience: raw.sse_jwt_audience.as_deref(),
+    })
+    .map_err(|(var, why)| ConfigError::new(var, why))
+}
+
+fn limits(raw: &Raw) -> Result<LimitsConfig, ConfigError> {
+    let burst_ip = rate(
+        "SSE_CONNECT_BURST_PER_IP",
+        raw.sse_connect_burst_per_ip.as_deref(),
+        limits::DEFAULT_CONNECT_BURST_PER_IP,
+    )?;
+    let burst_subject = rate(
+        "SSE_CONNECT_BURST_PER_SUBJECT",
+        raw.sse_connect_burst_per_subject.as_deref(),
+        limits::DEFAULT_CONNECT_BURST_PER_SUBJECT,
+    )?;
+    if burst_ip == 0 || burst_subject == 0 {
+        let var = if burst_ip == 0 {
+            "SSE_CONNECT_BURST_PER_IP"
+        } else {
+            "SSE_CONNECT_BURST_PER_SUBJECT"
+        };
+        return Err(ConfigError::new(
+            var,
+            "must be at least 1 (set the matching SSE_CONNECT_RATE_* to 0 to disable the limit)",
+        ));
+    }
+    Ok(LimitsConfig {
+        max_connections: size(
+            "SSE_MAX_CONNECTIONS",
+            raw.sse_max_connections.as_deref(),
+            limits::DEFAULT_MAX_CONNECTIONS as u64,
+            1,
+            10_000_000,
+        )?,
+        max_connections_per_subject: size(
+            "SSE_MAX_CONNECTIONS_PER_SUBJECT",
+            raw.sse_max_connections_per_subject.as_deref(),
+            limits::DEFAULT_MAX_CONNECTIONS_PER_SUBJECT as u64,
+            1,
+            10_000_000,
+        )?,
+        connect_rate_per_ip: rate(
+            "SSE_CONNECT_RATE_PER_IP",
+            raw.sse_connect_rate_per_ip.as_deref(),
+            limits::DEFAULT_CONNECT_RATE_PER_IP,
+        )?,
+        connect_burst_per_ip: burst_ip,
+        connect_rate_per_subject: rate(
+            "SSE_CONNECT_RATE_PER_SUBJECT",
+            raw.sse_connect_rate_per_subject.as_deref(),
+            limits::DEFAULT_CONNECT_RATE_PER_SUBJECT,
+        )?,
+        connect_burst_per_subject: burst_subject,
+        max_url_bytes: size(
+            "SSE_MAX_URL_BYTES",
+            raw.sse_max_url_bytes.as_deref(),
+            limits::DEFAULT_MAX_URL_BYTES as u64,
+            256,
+            limits::MAX_HEADER_BYTES_LIMIT as u64,
+        )?,
+        max_header_bytes: size(
+            "SSE_MAX_HEADER_BYTES",
+            raw.sse_max_header_bytes.as_deref(),
+            limits::DEFAULT_MAX_HEADER_BYTES as u64,
+            1024,
+            limits::MAX_HEADER_BYTES_LIMIT as u64,
+        )?,
+    })
 }
 
 fn mongodb_uri(raw: Option<String>) -> Result<String, ConfigError> {
@@ -250,6 +453,8 @@ impl Config {
         })?;
         let sources = SourceSpecs::parse(raw.sse_sources.as_deref().unwrap_or(DEFAULT_SOURCES))
             .map_err(|e| ConfigError::new("SSE_SOURCES", e.to_string()))?;
+        let access = Access::from_raw(&raw)?;
+        let source = source_config(&raw)?;
         Ok(Config {
             mongodb_uri: mongodb_uri(raw.mongodb_uri)?,
             mongodb_db: mongodb_db(raw.mongodb_db)?,
@@ -304,7 +509,14 @@ impl Config {
                 0,
                 1_000_000,
             )?,
-            auth: auth(raw.sse_auth.as_deref())?,
+            source,
+            auth: access.auth,
+            jwt: access.jwt,
+            allow_query_token: access.allow_query_token,
+            cookie_insecure: access.cookie_insecure,
+            limits: access.limits,
+            cors_origins: access.cors_origins,
+            admin_token: access.admin_token,
         })
     }
 
@@ -312,6 +524,47 @@ impl Config {
     pub fn redacted_uri(&self) -> String {
         redact(&self.mongodb_uri)
     }
+}
+
+fn source_config(raw: &Raw) -> Result<SourceConfig, ConfigError> {
+    let mode = match raw.sse_mode.as_deref() {
+        None | Some("auto") => SourceMode::Auto,
+        Some("change_stream") => SourceMode::ChangeStream,
+        Some("polling") => SourceMode::Polling,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "SSE_MODE",
+                format!("expected auto, change_stream or polling, got {other:?}"),
+            ))
+        }
+    };
+    let poll_interval = int(
+        "SSE_POLL_INTERVAL_MS",
+        raw.sse_poll_interval_ms.as_deref(),
+        5000,
+        50,
+        3_600_000,
+    )?;
+    let poll_overlap = int(
+        "SSE_POLL_OVERLAP_MS",
+        raw.sse_poll_overlap_ms.as_deref(),
+        10_000,
+        0,
+        86_400_000,
+    )?;
+    Ok(SourceConfig {
+        mode,
+        probe_interval: Duration::from_secs(int(
+            "SSE_PROBE_INTERVAL_SECS",
+            raw.sse_probe_interval_secs.as_deref(),
+            60,
+            1,
+            86_400,
+        )?),
+        poll_interval: Duration::from_millis(poll_interval),
+        // The window works in whole seconds (ObjectIds carry seconds): round up.
+        poll_overlap: Duration::from_secs(poll_overlap.div_ceil(1000)),
+    })
 }
 
 fn redact(uri: &str) -> String {
@@ -339,7 +592,14 @@ impl fmt::Debug for Config {
             .field("max_channels", &self.max_channels)
             .field("catchup_concurrency", &self.catchup_concurrency)
             .field("catchup_queue", &self.catchup_queue)
+            .field("source", &self.source)
             .field("auth", &self.auth)
+            .field("jwt", &self.jwt)
+            .field("allow_query_token", &self.allow_query_token)
+            .field("cookie_insecure", &self.cookie_insecure)
+            .field("limits", &self.limits)
+            .field("cors_origins", &self.cors_origins)
+            .field("admin_token", &self.admin_token)
             .finish()
     }
 }
@@ -347,6 +607,101 @@ impl fmt::Debug for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEST_SECRET: &str = "test-only-secret-0123456789abcdef";
+
+    #[test]
+    fn access_control_defaults() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.jwt, None);
+        assert!(!c.allow_query_token);
+        assert!(!c.cookie_insecure);
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.limits.max_connections, 10_000);
+        assert_eq!(c.limits.max_connections_per_subject, 16);
+        assert_eq!(c.cors_origins, CorsOrigins::None);
+        assert!(!c.admin_token.is_set());
+        let c = with(&[("SSE_AUTH", "jwt"), ("SSE_JWT_SECRET", TEST_SECRET)]).unwrap();
+        let jwt = c.jwt.as_ref().unwrap();
+        assert_eq!(jwt.algorithm, crate::auth::jwt::JwtAlgorithm::Hs256);
+        assert_eq!(jwt.leeway_secs, 30);
+        assert!(!format!("{c:?}").contains(TEST_SECRET));
+    }
+
+    #[test]
+    fn access_control_overrides_and_rejections() {
+        let c = with(&[
+            ("SSE_AUTH", "jwt"),
+            ("SSE_JWT_SECRET", TEST_SECRET),
+            ("SSE_JWT_LEEWAY_SECS", "0"),
+            ("SSE_JWT_ISSUER", "https://idp"),
+            ("SSE_JWT_AUDIENCE", "sse"),
+            ("SSE_ALLOW_QUERY_TOKEN", "true"),
+            ("SSE_COOKIE_INSECURE", "1"),
+            ("SSE_MAX_CONNECTIONS", "5"),
+            ("SSE_MAX_CONNECTIONS_PER_SUBJECT", "2"),
+            ("SSE_CONNECT_RATE_PER_IP", "0"),
+            ("SSE_CONNECT_BURST_PER_SUBJECT", "3"),
+            ("SSE_MAX_URL_BYTES", "1024"),
+            ("SSE_MAX_HEADER_BYTES", "2048"),
+            ("SSE_CORS_ORIGINS", "https://a.example"),
+            ("SSE_ADMIN_TOKEN", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert!(c.allow_query_token && c.cookie_insecure);
+        assert_eq!(c.jwt.as_ref().unwrap().leeway_secs, 0);
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.connect_rate_per_ip, 0);
+        assert_eq!(c.limits.connect_burst_per_subject, 3);
+        assert!(c.admin_token.is_set());
+        let jwt = |vars: &[(&str, &str)]| {
+            let mut all = vec![("SSE_AUTH", "jwt")];
+            all.extend_from_slice(vars);
+            with(&all).unwrap_err()
+        };
+        assert_eq!(jwt(&[]).var, "SSE_JWT_SECRET");
+        assert_eq!(jwt(&[("SSE_JWT_SECRET", "short")]).var, "SSE_JWT_SECRET");
+        assert!(!jwt(&[("SSE_JWT_SECRET", "short")])
+            .to_string()
+            .contains("short"));
+        assert_eq!(
+            jwt(&[
+                ("SSE_JWT_SECRET", TEST_SECRET),
+                ("SSE_JWT_ALGORITHM", "none")
+            ])
+            .var,
+            "SSE_JWT_ALGORITHM"
+        );
+        assert_eq!(
+            jwt(&[
+                ("SSE_JWT_SECRET", TEST_SECRET),
+                ("SSE_JWT_LEEWAY_SECS", "601")
+            ])
+            .var,
+            "SSE_JWT_LEEWAY_SECS"
+        );
+        assert_eq!(
+            jwt(&[("SSE_JWT_SECRET", TEST_SECRET), ("SSE_CORS_ORIGINS", "*")]).var,
+            "SSE_CORS_ORIGINS"
+        );
+        rejects("SSE_ALLOW_QUERY_TOKEN", "yes", "expected true or false");
+        rejects("SSE_COOKIE_INSECURE", "TRUE", "expected true or false");
+        rejects("SSE_MAX_CONNECTIONS", "0", "expected an integer from");
+        rejects(
+            "SSE_MAX_CONNECTIONS_PER_SUBJECT",
+            "0",
+            "expected an integer from",
+        );
+        rejects("SSE_CONNECT_RATE_PER_IP", "-1", "expected an integer from");
+        rejects("SSE_CONNECT_BURST_PER_IP", "0", "at least 1");
+        rejects("SSE_CONNECT_BURST_PER_SUBJECT", "0", "at least 1");
+        rejects("SSE_MAX_URL_BYTES", "100", "expected an integer from");
+        rejects("SSE_MAX_HEADER_BYTES", "70000", "expected an integer from");
+        rejects("SSE_CORS_ORIGINS", "https://a.example/", "not an origin");
+        rejects("SSE_ADMIN_TOKEN", "short", "at least 16");
+        // With SSE_AUTH=none the JWT variables are not read at all.
+        assert!(with(&[("SSE_JWT_SECRET", "short"), ("SSE_CORS_ORIGINS", "*")]).is_ok());
+    }
 
     fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut all = vec![("SSE_AUTH".to_owned(), "none".to_owned())];
@@ -396,6 +751,7 @@ mod tests {
             ("SSE_CATCHUP_CONCURRENCY", "1"),
             ("SSE_CATCHUP_QUEUE", "0"),
             ("SSE_AUTH", "jwt"),
+            ("SSE_JWT_SECRET", TEST_SECRET),
         ])
         .unwrap();
         assert_eq!(c.mongodb_db, "other");
@@ -499,6 +855,7 @@ mod tests {
             ("SSE_QUEUE_LEN".to_owned(), "7".to_owned()),
             ("Sse_Bind".to_owned(), "nonsense".to_owned()),
             ("SSE_AUTH".to_owned(), "jwt".to_owned()),
+            ("SSE_JWT_SECRET".to_owned(), TEST_SECRET.to_owned()),
         ])
         .unwrap();
         assert_eq!(c.auth, AuthMode::Jwt);

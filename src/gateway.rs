@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use mongodb::Client;
@@ -15,9 +16,11 @@ use tokio::task::JoinHandle;
 use crate::backlog::Backlogs;
 use crate::catchup::CatchUps;
 use crate::config::Config;
+use crate::http::gate::Gate;
 use crate::http::{self, AppState, ConnSocket};
 use crate::hub::Hub;
 use crate::source::change_stream::Watcher;
+use crate::source::supervisor::{SourceStats, Supervisor};
 
 /// How long streams get to end before connections are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -25,6 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Gateway {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
+    /// Polls, documents found and mode switches.
+    pub source_stats: Arc<SourceStats>,
     server: actix_web::dev::ServerHandle,
     serving: JoinHandle<std::io::Result<()>>,
     watcher: JoinHandle<()>,
@@ -38,15 +43,25 @@ impl Gateway {
             .await
             .with_context(|| format!("invalid MONGODB_URI {}", config.redacted_uri()))?;
         let db = client.database(&config.mongodb_db);
+        let gate = Gate::from_config(&config).map_err(anyhow::Error::msg)?;
+        if let Some(warning) = crate::limits::ensure_open_files(config.limits.max_connections) {
+            tracing::warn!("{warning}");
+        }
+        let admin_token = web::Data::new(config.admin_token.clone());
         let hub = Hub::new(config.history_events, config.queue_len);
         let runtime = Handle::current();
 
-        let watcher = Watcher {
-            db: db.clone(),
-            sources: config.sources.clone(),
-            hub: Arc::clone(&hub),
+        let source_stats = Arc::new(SourceStats::default());
+        let supervisor = Supervisor {
+            watcher: Watcher {
+                db: db.clone(),
+                sources: config.sources.clone(),
+                hub: Arc::clone(&hub),
+            },
+            config: config.source.clone(),
+            stats: Arc::clone(&source_stats),
         };
-        let watcher = tokio::spawn(watcher.run(hub.shutdown_signal()));
+        let watcher = tokio::spawn(supervisor.run(hub.shutdown_signal()));
 
         let state = web::Data::new(AppState {
             hub: Arc::clone(&hub),
@@ -56,6 +71,7 @@ impl Gateway {
                 config.catchup_concurrency,
                 config.catchup_queue,
                 runtime.clone(),
+                config.source.poll_overlap,
             ),
             backlogs: Backlogs::new(
                 client.clone(),
@@ -69,9 +85,21 @@ impl Gateway {
             max_channels: config.max_channels,
             heartbeat: config.heartbeat,
             retry_ms: config.retry_ms,
+            poll_overlap: config.source.poll_overlap,
+            gate,
         });
         let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            // Middleware runs outside in: the access log sees every request (tokens redacted),
+            // CORS headers reach every answer including refusals, sizes are checked first.
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(admin_token.clone())
+                    .wrap(from_fn(http::gate::enforce_sizes))
+                    .wrap(from_fn(http::cors::middleware))
+                    .wrap(from_fn(http::access_log::middleware))
+                    .configure(http::routes)
+            })
                 .on_connect(|conn, ext| {
                     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                         if let Ok(dup) = socket2::SockRef::from(tcp).try_clone() {
@@ -94,6 +122,7 @@ impl Gateway {
             server: handle,
             serving,
             watcher,
+            source_stats,
         })
     }
 

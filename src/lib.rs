@@ -17,12 +17,16 @@ pub mod doc_json;
 pub mod event;
 pub mod sse;
 
+pub mod delivered;
 pub mod history;
 pub mod hub;
 pub mod router;
 
 pub mod backlog;
 pub mod catchup;
+
+pub mod auth;
+pub mod limits;
 
 pub mod gateway;
 pub mod http;

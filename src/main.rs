@@ -43,6 +43,13 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str() {
+            if name.starts_with("SSE_") && !mongo_sse::config::VARS.contains(&name) {
+                tracing::warn!("ignoring unknown variable {name} (a typo?)");
+            }
+        }
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -50,16 +57,26 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match config.auth {
-        AuthMode::Jwt => {
-            eprintln!(
-                "mongo-sse: invalid SSE_AUTH: jwt is not implemented yet (it arrives with access control); set SSE_AUTH=none to run without authentication"
-            );
+    match (config.auth, &config.jwt) {
+        (AuthMode::Jwt, Some(jwt)) => tracing::info!(
+            algorithm = jwt.algorithm.name(),
+            issuer = jwt.issuer.as_deref().unwrap_or("(any)"),
+            audience = jwt.audience.as_deref().unwrap_or("(none)"),
+            query_tokens = config.allow_query_token,
+            "SSE_AUTH=jwt: streams need a token granting their channels"
+        ),
+        (AuthMode::Jwt, None) => {
+            eprintln!("mongo-sse: invalid SSE_AUTH: jwt without SSE_JWT_* settings");
             return ExitCode::from(2);
         }
-        AuthMode::None => {
+        (AuthMode::None, _) => {
             tracing::warn!("SSE_AUTH=none: every client can subscribe to every channel")
         }
+    }
+    if config.allow_query_token {
+        tracing::warn!(
+            "SSE_ALLOW_QUERY_TOKEN=true: tokens in URLs end up in proxy logs and browser history"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,9 +2,13 @@
 //! frames it decides on. Unknown paths and methods get the same JSON error shape as
 //! everything else.
 
+pub mod access_log;
+pub mod cors;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod query;
+pub mod session;
 pub mod stream;
 
 use std::sync::Arc;
@@ -30,6 +34,10 @@ pub struct AppState {
     pub max_channels: usize,
     pub heartbeat: Duration,
     pub retry_ms: u64,
+    /// The polling overlap window (`SSE_POLL_OVERLAP_MS`).
+    pub poll_overlap: Duration,
+    /// Access control and limits.
+    pub gate: gate::Gate,
 }
 
 /// A duplicate of the connection's socket, taken when it was accepted, so that a slow
@@ -43,6 +51,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream",
             web::get().to(stream::compat_logs),
         )
+        .route("/v1/session", web::post().to(session::create))
+        .route("/v1/session", web::delete().to(session::delete))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .default_service(web::to(|| async {

@@ -4,8 +4,8 @@
 //! A connection goes through at most three phases, each ending exactly where the next begins:
 //! 1. what it missed — from the history ring, a catch-up change stream, or a backlog query;
 //! 2. live events from its queue, skipping any at or before the last position it was sent;
-//! 3. the end: shutdown, the token expiring (later), or a full queue (the socket is closed and
-//!    the browser resumes from its last id).
+//! 3. the end: shutdown, the token expiring (an `auth_expired` event first), or a full queue
+//!    (the socket is closed and the browser resumes from its last id).
 //!
 //! Every frame is built once by the source (`Event::frame`) and shared; this file only decides
 //! which frames a connection gets and in what order.
@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::error::ApiError;
+use super::gate::Pass;
 use super::query::{self, StreamRequest};
 use super::{AppState, ConnSocket};
 use crate::catchup::CatchUpError;
@@ -41,7 +42,8 @@ pub async fn stream(
         state.max_channels,
         None,
     )?;
-    open(&req, &state, r).await
+    let pass = state.gate.admit(&req, &r.channels)?;
+    open(&req, &state, r, pass).await
 }
 
 /// `GET /wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream`: channel `logs:{ws}:{wf}`.
@@ -60,7 +62,8 @@ pub async fn compat_logs(
         state.max_channels,
         Some(channel),
     )?;
-    open(&req, &state, r).await
+    let pass = state.gate.admit(&req, &r.channels)?;
+    open(&req, &state, r, pass).await
 }
 
 fn last_event_id_header(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
@@ -76,6 +79,7 @@ async fn open(
     req: &HttpRequest,
     state: &AppState,
     r: StreamRequest,
+    pass: Pass,
 ) -> Result<HttpResponse, ApiError> {
     let closer: crate::hub::Closer = match req.conn_data::<ConnSocket>() {
         Some(ConnSocket(sock)) => {
@@ -92,8 +96,12 @@ async fn open(
         .map_err(|e| match e {
             SubscribeError::NotReady(why) => ApiError::unavailable("not_ready", why, 1),
         })?;
-    let mut conn = Conn::new(state, &sub);
+    let mut conn = Conn::new(state, &sub, pass);
     conn.frames.push_back(sse::retry_frame(state.retry_ms));
+    if let Some(mode @ crate::source::Mode::Polling { .. }) = state.hub.mode() {
+        conn.frames
+            .push_back(sse::named_frame("mode", None, &mode.to_json()));
+    }
 
     match std::mem::replace(&mut sub.start, Start::Live) {
         Start::Live => {
@@ -108,9 +116,30 @@ async fn open(
                 conn.send(&ev);
             }
         }
-        Start::CatchUp { from } => {
+        Start::CatchUp { from, delivered } => {
             conn.last_sent = from.clone();
-            match state.catchups.start(&from, &sub.head, &sub.channels).await {
+            let started = match (from.polling(), sub.head.polling()) {
+                (None, None) => state.catchups.start(&from, &sub.head, &sub.channels).await,
+                (Some(f), Some(h)) => {
+                    state
+                        .catchups
+                        .start_polling(f, h, &sub.channels, delivered.unwrap_or_default())
+                        .await
+                }
+                // A polling position of a gateway watching other collections is foreign.
+                (Some(f), None)
+                    if f.fingerprint()
+                        != crate::position::sources_fingerprint(state.sources.collections()) =>
+                {
+                    Err(CatchUpError::Unusable(
+                        "a polling position from a gateway watching other collections".into(),
+                    ))
+                }
+                // A position of the other mode that memory no longer connects to the present:
+                // MongoDB cannot replay across modes, so the client is told.
+                _ => Err(CatchUpError::ModeChanged),
+            };
+            match started {
                 Ok(cu) => {
                     state.hub.count_catchup(true);
                     conn.catchup = Some(cu.events);
@@ -123,11 +152,15 @@ async fn open(
                         2,
                     ));
                 }
-                Err(CatchUpError::HistoryLost) => {
+                Err(e @ (CatchUpError::HistoryLost | CatchUpError::ModeChanged)) => {
                     state.hub.count_gap();
+                    let (reason, message) = match e {
+                        CatchUpError::HistoryLost => ("history_lost", "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed"),
+                        _ => ("mode_changed", "the requested position belongs to the other streaming mode (change stream / polling) and is older than this gateway's memory; events between it and `resumed_at` cannot be replayed"),
+                    };
                     let gap = json!({
-                        "reason": "history_lost",
-                        "message": "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed",
+                        "reason": reason,
+                        "message": message,
                         "last_event_id": from.encode(),
                         "resumed_at": sub.head.encode(),
                     });
@@ -141,13 +174,13 @@ async fn open(
                 Err(CatchUpError::Unusable(why)) => {
                     return Err(ApiError::bad_request(
                         "unknown_last_event_id",
-                        format!("MongoDB cannot resume from this event id: {why}"),
+                        format!("MongoDB cannot resume from this event id: {}", brief(&why)),
                     ))
                 }
                 Err(CatchUpError::Failed(why)) => {
                     return Err(ApiError::unavailable(
                         "mongodb_unavailable",
-                        format!("catch-up failed: {why}"),
+                        format!("catch-up failed: {}", brief(&why)),
                         2,
                     ))
                 }
@@ -164,6 +197,28 @@ async fn open(
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// MongoDB's error messages may quote the resume token, which came from the client: an error
+/// body must not echo untrusted input at length.
+fn brief(why: &str) -> String {
+    const MAX: usize = 200;
+    if why.len() <= MAX {
+        return why.to_string();
+    }
+    let mut end = MAX;
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &why[..end])
 }
 
 fn max_position(a: Option<Position>, b: Position) -> Position {
@@ -187,7 +242,23 @@ async fn backlog(
             2,
         )
     })?;
-    if let Some(t) = fetched.operation_time {
+    // Polling: a row the poller has not delivered yet (inside its overlap window, not in
+    // memory) will arrive live; it must not also be in the backlog. Keys are read before the
+    // queue is drained, so a delivery racing this is caught by one check or the other.
+    let mut not_yet_polled: Option<(bson::oid::ObjectId, HashSet<Arc<str>>)> = None;
+    if let Some(cursor) = sub.head.polling() {
+        let delivered = state.hub.recent_keys();
+        let high_secs = cursor
+            .high()
+            .map(|h| crate::source::polling::oid_secs(&h))
+            .unwrap_or(0);
+        let low = crate::source::polling::oid_at(
+            high_secs.saturating_sub(state.poll_overlap.as_secs() as u32),
+        );
+        not_yet_polled = Some((low, delivered));
+    } else if let Some(t) = fetched.operation_time {
+        // Change streams: wait until the live feed has passed the query, so every document
+        // the query saw after H is in the queue by now.
         let passed = |p: &Position| {
             p.cluster_time()
                 .is_some_and(|c| (c.time, c.increment) >= (t.time, t.increment))
@@ -219,7 +290,13 @@ async fn backlog(
             Op::Insert,
             &row.doc,
         );
-        if ev.key.as_ref().is_some_and(|k| live_inserts.contains(k)) {
+        let pending = match (&not_yet_polled, row.doc.get("_id")) {
+            (Some((low, delivered)), Some(bson::Bson::ObjectId(id))) => {
+                id >= low && !ev.key.as_ref().is_some_and(|k| delivered.contains(k))
+            }
+            _ => false,
+        };
+        if pending || ev.key.as_ref().is_some_and(|k| live_inserts.contains(k)) {
             continue;
         }
         // Backlog rows carry the subscription head as their id: resuming from any of them
@@ -240,10 +317,12 @@ struct Conn {
     heartbeat: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
     done: bool,
+    /// Holds the connection's places in the limits; its deadline is the token's `exp`.
+    pass: Pass,
 }
 
 impl Conn {
-    fn new(state: &AppState, sub: &Subscription) -> Conn {
+    fn new(state: &AppState, sub: &Subscription, pass: Pass) -> Conn {
         let mut heartbeat = tokio::time::interval(state.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset(); // the first tick after one period, not immediately
@@ -255,15 +334,42 @@ impl Conn {
             heartbeat,
             shutdown: state.hub.shutdown_signal(),
             done: false,
+            pass,
         }
     }
 
     /// Queues an event unless it was already sent (positions only move forward).
     fn send(&mut self, ev: &Event) {
-        if ev.position > self.last_sent {
+        if ev.control {
+            // A mode switch: positions continue in the new kind from here.
+            self.last_sent = ev.position.clone();
+            self.frames.push_back(ev.frame.clone());
+            return;
+        }
+        // A replay across a source switch hands out the previous segment's events, then the
+        // current one's: the first event of the other kind continues the connection in it.
+        let newer = match ev.position.cmp_same_kind(&self.last_sent) {
+            Some(order) => order == std::cmp::Ordering::Greater,
+            None => ev.position.kind() != self.last_sent.kind(),
+        };
+        if newer {
             self.last_sent = ev.position.clone();
             self.frames.push_back(ev.frame.clone());
         }
+    }
+
+    /// The token expired: say so with a named event, then end the stream. The client gets a
+    /// fresh token and reconnects with its last id, losing nothing.
+    fn expire(&mut self) {
+        let body = json!({
+            "reason": "token_expired",
+            "message": "the access token expired; reconnect with a fresh token and the last event id",
+            "expired_at": self.pass.identity.expires_at,
+            "last_event_id": self.last_sent.encode(),
+        });
+        self.frames
+            .push_back(sse::named_frame("auth_expired", None, &body.to_string()));
+        self.done = true;
     }
 
     async fn next(&mut self, sub: &mut Subscription) -> Option<Bytes> {
@@ -285,6 +391,7 @@ impl Conn {
                         None => self.catchup = None,
                     },
                     _ = self.shutdown.changed() => self.done = true,
+                    _ = until(self.pass.deadline) => self.expire(),
                 }
                 continue;
             }
@@ -297,6 +404,7 @@ impl Conn {
                     None => self.done = true,
                 },
                 _ = self.heartbeat.tick() => self.heartbeat(sub),
+                _ = until(self.pass.deadline) => self.expire(),
             }
         }
     }

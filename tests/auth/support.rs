@@ -1,0 +1,285 @@
+//! What the access-control tests add to the shared harness: minting tokens (HS256 with a test
+//! secret, RS256 and ES256 with the test-only keys in `tests/fixtures/`), gateways with
+//! `SSE_AUTH=jwt`, and an SSE client that can send any headers (`Authorization`, `Cookie`,
+//! `Origin`), which the shared one does not need to.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mongo_sse::gateway::Gateway;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The HS256 secret of the test gateways. Test-only.
+pub const SECRET: &str = "test-only-hs256-secret-0123456789abcdef";
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn hs256(claims: &Value) -> String {
+    hs256_with(claims, SECRET.as_bytes())
+}
+
+pub fn hs256_with(claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("sign HS256")
+}
+
+/// Signs with a PEM private key from `tests/fixtures/`.
+pub fn sign_pem(alg: Algorithm, key_file: &str, claims: &Value) -> String {
+    let pem = std::fs::read(fixture(key_file)).expect("read a test key");
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .expect("parse a test key");
+    jsonwebtoken::encode(&Header::new(alg), claims, &key).expect("sign")
+}
+
+/// Claims for `sub` granting `channels`, valid for `ttl` seconds from now.
+pub fn claims(sub: &str, channels: &[&str], ttl: u64) -> Value {
+    json!({"sub": sub, "exp": now() + ttl, "iat": now(), "channels": channels})
+}
+
+/// An HS256 token for `sub` granting `channels` for ten minutes.
+pub fn token(sub: &str, channels: &[&str]) -> String {
+    hs256(&claims(sub, channels, 600))
+}
+
+/// A gateway with `SSE_AUTH=jwt` (HS256 with [`SECRET`]) and `vars` on top.
+pub async fn jwt_gateway(mongo: &Mongo, vars: &[(&str, &str)]) -> Gateway {
+    let mut all = vec![("SSE_AUTH", "jwt"), ("SSE_JWT_SECRET", SECRET)];
+    all.extend_from_slice(vars);
+    start_gateway(mongo, &all).await
+}
+
+pub fn bearer(token: &str) -> (String, String) {
+    ("authorization".to_string(), format!("Bearer {token}"))
+}
+
+pub fn cookie(token: &str) -> (String, String) {
+    ("cookie".to_string(), format!("sse_token={token}"))
+}
+
+/// Any request; the answer's status, headers and body.
+pub async fn request(
+    method: reqwest::Method,
+    base: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> HttpError {
+    let mut req = http().request(method.clone(), format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = within(WAIT, &format!("{method} {path}"), req.send())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = within(WAIT, "a body", resp.text())
+        .await
+        .unwrap_or_default();
+    HttpError {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Asserts a 401 with a JSON body and a `WWW-Authenticate: Bearer` challenge; returns the body.
+pub fn assert_401(what: &str, r: &HttpError) -> Value {
+    assert_eq!(r.status, 401, "{what}: {}", r.body);
+    let v = assert_json_4xx(what, r);
+    let challenge = r
+        .headers
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("{what}: no WWW-Authenticate"));
+    assert!(
+        challenge.starts_with("Bearer realm=\"mongo-sse\""),
+        "{what}: {challenge}"
+    );
+    v
+}
+
+/// Asserts a 429 with a JSON body and a `Retry-After` of at least one second.
+pub fn assert_429(what: &str, r: &HttpError) -> Value {
+    assert_eq!(r.status, 429, "{what}: {}", r.body);
+    let v = assert_json_4xx(what, r);
+    let retry: u64 = r
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no numeric Retry-After"));
+    assert!(retry >= 1, "{what}: Retry-After {retry}");
+    v
+}
+
+type Body = futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+
+/// An SSE connection opened with arbitrary headers.
+pub struct Stream {
+    pub headers: reqwest::header::HeaderMap,
+    body: Option<Body>,
+    parser: Parser,
+}
+
+impl Stream {
+    /// GETs `path`; a non-2xx answer is an `Err`.
+    pub async fn open(
+        base: &str,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<Stream, HttpError> {
+        let mut req = http()
+            .get(format!("{base}{path}"))
+            .header("accept", "text/event-stream");
+        let mut last_id = String::new();
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("last-event-id") {
+                last_id = v.clone();
+            }
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = within(WAIT, &format!("GET {path}"), req.send())
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        if !resp.status().is_success() {
+            let body = within(WAIT, "an error body", resp.text())
+                .await
+                .unwrap_or_default();
+            return Err(HttpError {
+                status,
+                headers,
+                body,
+            });
+        }
+        let mut s = Stream {
+            headers,
+            body: Some(resp.bytes_stream().boxed()),
+            parser: Parser::new(&last_id),
+        };
+        match s.next(WAIT).await {
+            Ok(Item::Retry(_)) => {}
+            other => panic!("GET {path}: the first frame should be retry:, got {other:?}"),
+        }
+        Ok(s)
+    }
+
+    /// Like [`Stream::open`], panicking on refusal.
+    pub async fn subscribe(base: &str, channels: &[&str], headers: &[(String, String)]) -> Stream {
+        let path = stream_path(channels, None, None);
+        Stream::open(base, &path, headers)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {} {}", e.status, e.body))
+    }
+
+    pub fn last_event_id(&self) -> &str {
+        &self.parser.last_event_id
+    }
+
+    pub async fn next(&mut self, within: Duration) -> Result<Item, End> {
+        match tokio::time::timeout(within, self.next_item()).await {
+            Ok(r) => r,
+            Err(_) => Err(End::Timeout),
+        }
+    }
+
+    async fn next_item(&mut self) -> Result<Item, End> {
+        loop {
+            if let Some(item) = self.parser.pop() {
+                return Ok(item);
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Err(End::Ended("closed".into()));
+            };
+            match body.next().await {
+                Some(Ok(chunk)) => self.parser.feed(&chunk),
+                Some(Err(_)) | None => self.body = None,
+            }
+        }
+    }
+
+    /// The next dispatched message (data or named), skipping comments and id-only frames.
+    pub async fn next_event(&mut self, within: Duration) -> Result<Ev, End> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Item::Event(ev) = self.next(left).await? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Exactly `n` messages.
+    pub async fn events(&mut self, n: usize, within: Duration) -> Vec<Ev> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Ok(ev) => out.push(ev),
+                Err(e) => panic!("expected {n} events, got {} then {e:?}", out.len()),
+            }
+        }
+        out
+    }
+
+    pub async fn expect_no_event(&mut self, quiet: Duration) {
+        match self.next_event(quiet).await {
+            Err(End::Timeout) => {}
+            Ok(ev) => panic!("unexpected event {ev:?}"),
+            Err(e) => panic!("stream ended: {e:?}"),
+        }
+    }
+
+    /// Reads to the end of the stream; the messages it still carried.
+    pub async fn drain_to_end(&mut self, within: Duration) -> Vec<Ev> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Ok(Item::Event(ev)) => out.push(ev),
+                Ok(_) => {}
+                Err(End::Ended(_)) => return out,
+                Err(End::Timeout) => panic!("the stream did not end within {within:?}"),
+            }
+        }
+    }
+}
+
+/// Opens streams until one is admitted (a place frees up once the server has noticed a closed
+/// connection); fails the test after [`WAIT`].
+pub async fn open_eventually(base: &str, path: &str, headers: &[(String, String)]) -> Stream {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Stream::open(base, path, headers).await {
+            Ok(s) => return s,
+            Err(e) if e.status == 429 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("GET {path}: {} {}", e.status, e.body),
+        }
+    }
+}
