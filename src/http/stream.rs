@@ -13,12 +13,15 @@
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 
 use super::error::ApiError;
@@ -97,6 +100,7 @@ async fn open(
             SubscribeError::NotReady(why) => ApiError::unavailable("not_ready", why, 1),
         })?;
     let mut conn = Conn::new(state, &sub, pass);
+    conn.peer = req.conn_data::<ConnSocket>().and_then(|s| watch_peer(&s.0));
     conn.frames.push_back(sse::retry_frame(state.retry_ms));
     if let Some(mode @ crate::source::Mode::Polling { .. }) = state.hub.mode() {
         conn.frames
@@ -221,6 +225,52 @@ fn brief(why: &str) -> String {
     format!("{}…", &why[..end])
 }
 
+/// The connection's socket (the duplicate taken at accept, no new descriptor), registered
+/// with this worker's reactor to learn when the client closes it. `None` if that fails:
+/// heartbeats still find out, later.
+fn watch_peer(sock: &Arc<socket2::Socket>) -> Option<AsyncFd<PeerFd>> {
+    // SAFETY: `PeerFd` holds an `Arc` of the socket, so the descriptor stays open and refers to
+    // the same socket for as long as the `AsyncFd` lives, and `as_raw_fd` always returns it.
+    unsafe { AsyncFd::register_with_interest(PeerFd(Arc::clone(sock)), Interest::READABLE) }.ok()
+}
+
+struct PeerFd(Arc<socket2::Socket>);
+
+impl AsRawFd for PeerFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Resolves when the client has closed its end (EOF or reset). An SSE client sends nothing
+/// after its request, so readable-with-no-data means gone; should it send anything, the
+/// watch stops (unread bytes would keep it readable) and heartbeats are left to find out.
+async fn peer_gone(peer: &mut Option<AsyncFd<PeerFd>>) {
+    let gone = match peer.as_ref() {
+        None => false,
+        Some(fd) => loop {
+            let Ok(mut ready) = fd.readable().await else {
+                break true;
+            };
+            let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            // MSG_DONTWAIT: never block the worker, whatever the descriptor's mode.
+            match ready.try_io(|s| {
+                s.get_ref()
+                    .0
+                    .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            }) {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(_)) => break false,
+                Err(_would_block) => continue,
+            }
+        },
+    };
+    if !gone {
+        *peer = None;
+        std::future::pending::<()>().await;
+    }
+}
+
 fn max_position(a: Option<Position>, b: Position) -> Position {
     match a {
         Some(a) if a > b => a,
@@ -319,6 +369,10 @@ struct Conn {
     done: bool,
     /// Holds the connection's places in the limits; its deadline is the token's `exp`.
     pass: Pass,
+    /// The client's socket, watched for its end: actix notices a client that went away only
+    /// when a write fails, one or two heartbeats later, and until then the connection keeps
+    /// its queue and its places in the limits.
+    peer: Option<AsyncFd<PeerFd>>,
 }
 
 impl Conn {
@@ -335,6 +389,7 @@ impl Conn {
             shutdown: state.hub.shutdown_signal(),
             done: false,
             pass,
+            peer: None,
         }
     }
 
@@ -392,6 +447,7 @@ impl Conn {
                     },
                     _ = self.shutdown.changed() => self.done = true,
                     _ = until(self.pass.deadline) => self.expire(),
+                    _ = peer_gone(&mut self.peer) => self.done = true,
                 }
                 continue;
             }
@@ -405,6 +461,7 @@ impl Conn {
                 },
                 _ = self.heartbeat.tick() => self.heartbeat(sub),
                 _ = until(self.pass.deadline) => self.expire(),
+                _ = peer_gone(&mut self.peer) => self.done = true,
             }
         }
     }

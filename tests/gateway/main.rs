@@ -1,0 +1,16 @@
+//! Integration tests of the gateway against MongoDB (mongo-sim in-process, or `MONGODB_URI`),
+//! one module per concern. They share one test binary so the heavy dependency graph is linked
+//! once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backlog;
+mod bad_input;
+mod binary;
+mod exactly_once;
+mod heartbeat;
+mod history_lost;
+mod restart;
+mod routing;
+mod slow_consumer;
