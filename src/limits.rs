@@ -328,8 +328,12 @@ impl Limits {
 /// soft `RLIMIT_NOFILE` towards the hard limit if needed, and returns a warning when even that
 /// is not enough (the operator should lower `SSE_MAX_CONNECTIONS` or raise the limit).
 #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+/// Descriptors one SSE connection holds: actix's socket, the duplicate that closes a slow
+/// consumer's socket, and the duplicate that watches for the client going away.
+const FDS_PER_CONNECTION: u64 = 3;
+
 pub fn ensure_open_files(max_connections: usize) -> Option<String> {
-    let needed = max_connections as u64 + FD_RESERVE;
+    let needed = max_connections as u64 * FDS_PER_CONNECTION + FD_RESERVE;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
