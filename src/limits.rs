@@ -332,6 +332,8 @@ impl Limits {
 /// consumer's socket, and the duplicate that watches for the client going away.
 const FDS_PER_CONNECTION: u64 = 3;
 
+// `rlim_t` is `u64` on Linux but not on every platform: the casts are for portability.
+#[allow(clippy::unnecessary_cast)]
 pub fn ensure_open_files(max_connections: usize) -> Option<String> {
     let needed = max_connections as u64 * FDS_PER_CONNECTION + FD_RESERVE;
     let mut lim = libc::rlimit {

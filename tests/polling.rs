@@ -1,0 +1,1037 @@
+//! The polling fallback (issue 4): where change streams are unavailable (a standalone
+//! `mongod`, a user without the `changeStream` privilege) the gateway polls, one query per
+//! source per interval whatever the number of browsers, and switches back to change streams
+//! when they return — losing and repeating nothing for connected and reconnecting clients.
+//!
+//! Every test runs with short intervals (`SSE_POLL_INTERVAL_MS=100`,
+//! `SSE_PROBE_INTERVAL_SECS=1`) and asserts that things arrive, never how fast. Tests that need a
+//! standalone server or query counts run against mongo-sim only (`MONGODB_URI` skips them);
+//! fail-point tests also run against a real replica set started with `enableTestCommands=1`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use futures::StreamExt;
+use mongo_sim::SimConfig;
+use mongo_sse::config::Config;
+use mongo_sse::gateway::Gateway;
+use mongo_sse::hub::{SourceState, Stats};
+use mongo_sse::position::{sources_fingerprint, Position, PositionKind};
+use mongo_sse::source::Mode;
+use mongodb::Collection;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use common::*;
+
+const INTERVAL_MS: u64 = 100;
+
+/// Short intervals for tests, plus `extra`.
+fn vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![
+        ("SSE_POLL_INTERVAL_MS", "100"),
+        ("SSE_PROBE_INTERVAL_SECS", "1"),
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn polling_json() -> Value {
+    json!({"mode": "polling", "interval_ms": INTERVAL_MS})
+}
+
+/// A standalone mongo-sim (`$changeStream` fails with 40573), or `None` against a real server.
+async fn standalone(test: &str) -> Option<Mongo> {
+    if real_uri().is_some() {
+        eprintln!("{test}: skipped, needs a standalone mongo-sim (MONGODB_URI is set)");
+        return None;
+    }
+    let config = SimConfig {
+        standalone: true,
+        ..SimConfig::default()
+    };
+    Some(Mongo::with_sim_config(test, config).await)
+}
+
+/// Starts a gateway on `uri` without waiting for `/readyz`.
+async fn start_unready(mongo: &Mongo, uri: &str, extra: &[(&str, &str)]) -> Gateway {
+    let mut all: Vec<(String, String)> = vec![
+        ("SSE_AUTH".into(), "none".into()),
+        ("MONGODB_URI".into(), uri.to_string()),
+        ("MONGODB_DB".into(), mongo.db_name.clone()),
+        ("SSE_BIND".into(), "127.0.0.1:0".into()),
+    ];
+    all.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_iter(all).expect("gateway configuration");
+    Gateway::start(config).await.expect("start the gateway")
+}
+
+/// `serverStatus.opcounters.query`: the finds MongoDB has answered.
+async fn finds(mongo: &Mongo) -> i64 {
+    let status = mongo
+        .client
+        .database("admin")
+        .run_command(doc! {"serverStatus": 1})
+        .await
+        .expect("serverStatus");
+    match status
+        .get_document("opcounters")
+        .ok()
+        .and_then(|o| o.get("query"))
+    {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        other => panic!("serverStatus.opcounters.query: {other:?}"),
+    }
+}
+
+/// Makes the gateway's (`app`) `commands` fail with `Unauthorized` (13): what MongoDB answers
+/// a user without the `changeStream` privilege.
+async fn unauthorized(mongo: &Mongo, app: &str, commands: &[&str]) {
+    mongo
+        .fail_point(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": commands, "errorCode": 13, "appName": app},
+        })
+        .await;
+}
+
+/// Turns `failCommand` off; returns how often it fired.
+async fn fail_point_off(mongo: &Mongo) -> i64 {
+    mongo
+        .fail_point(doc! {"configureFailPoint": "failCommand", "mode": "off"})
+        .await
+}
+
+/// The next frame, which must be a named `mode` event: its id and JSON.
+async fn expect_mode(sse: &mut Sse) -> (String, Value) {
+    match sse.next(WAIT).await {
+        Ok(Item::Event(ev)) if ev.event == "mode" => {
+            let body = json_of(&ev);
+            (ev.id, body)
+        }
+        other => panic!("expected a `mode` event, got {other:?}"),
+    }
+}
+
+fn json_of(ev: &Ev) -> Value {
+    serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{} is not JSON: {e}", ev.data))
+}
+
+/// The next data message, skipping comments, `id:`-only frames and `mode` events; a `gap` or
+/// any other named event fails the test.
+async fn next_data(sse: &mut Sse) -> Result<Ev, End> {
+    loop {
+        let ev = sse.next_event(WAIT).await?;
+        match ev.event.as_str() {
+            "message" => return Ok(ev),
+            "mode" => continue,
+            other => panic!("unexpected `{other}` event: {ev:?}"),
+        }
+    }
+}
+
+/// Exactly `n` data messages, with no named event among them.
+async fn data(sse: &mut Sse, n: usize) -> Vec<Ev> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match sse.next_event(WAIT).await {
+            Ok(ev) if ev.event == "message" => out.push(ev),
+            Ok(ev) => panic!(
+                "expected data, got a `{}` event after {} messages: {ev:?}",
+                ev.event,
+                out.len()
+            ),
+            Err(e) => panic!("expected {n} messages, got {} then {e:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// Data messages up to the next `mode` event, and that event.
+async fn until_mode(sse: &mut Sse) -> (Vec<Ev>, Ev) {
+    let mut out = Vec::new();
+    loop {
+        match sse.next_event(WAIT).await {
+            Ok(ev) if ev.event == "message" => out.push(ev),
+            Ok(ev) if ev.event == "mode" => return (out, ev),
+            Ok(ev) => panic!("unexpected `{}` event: {ev:?}", ev.event),
+            Err(e) => panic!(
+                "waiting for a `mode` event after {} messages: {e:?}",
+                out.len()
+            ),
+        }
+    }
+}
+
+fn seqs(evs: &[Ev]) -> Vec<i64> {
+    evs.iter().map(Ev::seq).collect()
+}
+
+fn position(id: &str) -> Position {
+    Position::decode(id).unwrap_or_else(|e| panic!("event id {id:?} is not a position: {e}"))
+}
+
+/// Ids strictly increase within each kind of position (a `mode` event starts a new run).
+fn assert_ids_increase(evs: &[Ev]) {
+    for w in evs.windows(2) {
+        let (a, b) = (position(&w[0].id), position(&w[1].id));
+        if a.kind() == b.kind() {
+            assert_eq!(
+                b.cmp_same_kind(&a),
+                Some(std::cmp::Ordering::Greater),
+                "ids do not increase: {} then {}",
+                w[0].id,
+                w[1].id
+            );
+        }
+    }
+}
+
+/// A sequential writer inserting `{workspace_id: w1, workflow_id: f1, seq}` until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<i64>,
+}
+
+impl Writer {
+    fn spawn(coll: Collection<Document>, pace: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut seq = 0;
+            while !s.load(Ordering::Relaxed) {
+                coll.insert_one(log_doc("w1", "f1", seq))
+                    .await
+                    .expect("writer insert");
+                seq += 1;
+                // Pacing, not synchronization: the switches must happen mid-stream.
+                tokio::time::sleep(pace).await;
+            }
+            seq
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops and returns how many documents were written.
+    async fn stop(self) -> i64 {
+        self.stop.store(true, Ordering::Relaxed);
+        within(WAIT, "the writer to stop", self.task)
+            .await
+            .expect("writer task")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Standalone: polling from the start
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_streams_by_polling_with_polling_ids() {
+    let Some(mongo) = standalone("poll_basic").await else {
+        return;
+    };
+    let gw = start_gateway(&mongo, &vars(&[])).await;
+    let base = base_url(&gw);
+    assert_eq!(
+        gw.hub.mode(),
+        Some(Mode::Polling {
+            interval_ms: INTERVAL_MS
+        })
+    );
+
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    let (id, mode) = expect_mode(&mut sse).await;
+    assert_eq!(mode, polling_json());
+    assert_eq!(id, "", "the connect-time mode event carries no id");
+
+    for seq in 0..10 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    mongo.insert("w2", "f1", 99).await; // another workspace: not for this client
+    let evs = data(&mut sse, 10).await;
+    assert_eq!(seqs(&evs), (0..10).collect::<Vec<_>>());
+    let fp = sources_fingerprint(["logs"]);
+    for ev in &evs {
+        let p = position(&ev.id);
+        assert_eq!(p.kind(), PositionKind::Polling, "{}", ev.id);
+        assert_eq!(p.polling().map(|c| c.fingerprint()), Some(fp));
+        assert!(p.polling().and_then(|c| c.high()).is_some());
+    }
+    assert_ids_increase(&evs);
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+
+    let stats = &gw.source_stats;
+    assert!(Stats::get(&stats.poll.polls) > 0);
+    assert_eq!(Stats::get(&stats.poll.documents_found), 11);
+    // Auto mode found change streams unavailable once, and has not left polling since.
+    assert_eq!(Stats::get(&stats.switches), 1);
+    assert_eq!(get(&base, "/readyz", &[]).await.status, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn polling_resumes_from_memory_and_by_catch_up_exactly_once() {
+    let Some(mongo) = standalone("poll_resume").await else {
+        return;
+    };
+    let gw = start_gateway(&mongo, &vars(&[("SSE_HISTORY_EVENTS", "5")])).await;
+    let base = base_url(&gw);
+    let mut observer = Sse::subscribe(&base, &["logs:w1"], None).await;
+    expect_mode(&mut observer).await;
+    for seq in 0..24 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    let all = data(&mut observer, 24).await;
+    assert_eq!(seqs(&all), (0..24).collect::<Vec<_>>());
+
+    // From memory: the ring holds the last five events.
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&all[20].id)).await;
+    assert_eq!(expect_mode(&mut r).await.1, polling_json());
+    assert_eq!(seqs(&data(&mut r, 3).await), vec![21, 22, 23]);
+    assert!(Stats::get(&gw.hub.stats.resumes_from_history) >= 1);
+
+    // Older than memory: a polling catch-up from MongoDB, then live.
+    let mut c = Sse::subscribe(&base, &["logs:w1"], Some(&all[1].id)).await;
+    assert_eq!(expect_mode(&mut c).await.1, polling_json());
+    let caught = data(&mut c, 22).await;
+    assert_eq!(seqs(&caught), (2..24).collect::<Vec<_>>());
+    assert_ids_increase(&caught);
+    assert_eq!(Stats::get(&gw.hub.stats.catchups_started), 1);
+
+    // From the head: nothing to replay.
+    let mut h = Sse::subscribe(&base, &["logs:w1"], Some(&all[23].id)).await;
+    expect_mode(&mut h).await;
+
+    mongo.insert("w1", "f1", 24).await;
+    for s in [&mut observer, &mut r, &mut c, &mut h] {
+        assert_eq!(seqs(&data(s, 1).await), vec![24]);
+    }
+    for s in [&mut observer, &mut r, &mut c, &mut h] {
+        s.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+            .await;
+    }
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Out-of-order ObjectIds
+
+const WRITERS: usize = 20;
+const PER_WRITER: usize = 15;
+/// Longest delay between making an `_id` and inserting it: well inside the overlap window.
+const MAX_DELAY_MS: u64 = 1200;
+
+/// 20 writers, each making an ObjectId, sleeping a random while, then inserting it: documents
+/// commit out of `_id` order. Returns every key (`k`).
+async fn out_of_order_writers(mongo: &Mongo, seed: u64) -> HashSet<String> {
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let coll = mongo.logs();
+        let mut rng = Rng::new(seed ^ (w as u64 + 1));
+        tasks.push(tokio::spawn(async move {
+            let mut keys = Vec::new();
+            for i in 0..PER_WRITER {
+                let id = ObjectId::new();
+                // Deliberately late: other writers' newer ids commit meanwhile.
+                tokio::time::sleep(Duration::from_millis(rng.range(0, MAX_DELAY_MS))).await;
+                let k = format!("{w}-{i}");
+                coll.insert_one(doc! {
+                    "_id": id, "workspace_id": "w1", "workflow_id": format!("f{}", w % 4), "seq": i as i64, "k": &k,
+                })
+                .await
+                .expect("insert");
+                keys.push(k);
+            }
+            keys
+        }));
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        all.extend(within(WAIT, "the writers", t).await.expect("writer"));
+    }
+    all
+}
+
+fn key(ev: &Ev) -> String {
+    ev.msg().doc["k"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no k in {}", ev.data))
+        .to_string()
+}
+
+/// Reads `n` messages from a connection held open throughout.
+async fn read_connected(mut sse: Sse, n: usize) -> Vec<Ev> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match next_data(&mut sse).await {
+            Ok(ev) => out.push(ev),
+            Err(e) => panic!(
+                "connected client: {} of {n} messages, then {e:?}",
+                out.len()
+            ),
+        }
+    }
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    out
+}
+
+/// Reads `n` messages starting from `last`, closing the connection after a random few and
+/// reconnecting with the last event id, as a browser does after a network blip. Then checks
+/// that one more resume has nothing left to send.
+async fn read_reconnecting(
+    base: String,
+    channel: &'static str,
+    mut last: Option<String>,
+    n: usize,
+    mut rng: Rng,
+) -> (Vec<Ev>, u32) {
+    let mut out: Vec<Ev> = Vec::with_capacity(n);
+    let mut reconnects = 0;
+    while out.len() < n {
+        let mut sse = Sse::subscribe(&base, &[channel], last.as_deref()).await;
+        let take = rng.range(1, 25) as usize;
+        for _ in 0..take.min(n - out.len()) {
+            match next_data(&mut sse).await {
+                Ok(ev) => out.push(ev),
+                Err(e) => panic!(
+                    "reconnecting client: {} of {n} messages, then {e:?}",
+                    out.len()
+                ),
+            }
+        }
+        let id = sse.last_event_id().to_string();
+        last = (!id.is_empty()).then_some(id);
+        drop(sse);
+        reconnects += 1;
+        if rng.chance(30) {
+            // Away for a while: more is written meanwhile (a choice of scenario, not a wait);
+            // now and then longer than the overlap window.
+            let away = if rng.chance(10) {
+                rng.range(4500, 6000)
+            } else {
+                rng.range(50, 800)
+            };
+            tokio::time::sleep(Duration::from_millis(away)).await;
+        }
+    }
+    let mut sse = Sse::subscribe(&base, &[channel], last.as_deref()).await;
+    match sse.next_event(Duration::from_millis(5 * INTERVAL_MS)).await {
+        Err(End::Timeout) => {}
+        Ok(ev) if ev.event == "mode" => {
+            sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+                .await
+        }
+        other => panic!("after all {n} messages: {other:?}"),
+    }
+    (out, reconnects)
+}
+
+/// Reads from `sse`, then keeps closing the connection after a random few messages and
+/// resuming with the last event id, until it has the `target` number of messages (known once
+/// the writer stopped). Returns the messages and the number of reconnects.
+async fn read_reconnecting_until(
+    base: String,
+    mut sse: Sse,
+    mut target: tokio::sync::watch::Receiver<Option<usize>>,
+    mut rng: Rng,
+) -> (Vec<Ev>, u32) {
+    let mut out: Vec<Ev> = Vec::new();
+    let mut reconnects = 0;
+    loop {
+        for _ in 0..rng.range(1, 25) {
+            if target.borrow().is_some_and(|t| out.len() >= t) {
+                return (out, reconnects);
+            }
+            tokio::select! {
+                ev = next_data(&mut sse) => match ev {
+                    Ok(ev) => out.push(ev),
+                    Err(e) => panic!("reconnecting client: {} messages, then {e:?}", out.len()),
+                },
+                // The writer stopped: the target is known.
+                _ = target.changed() => {}
+            }
+        }
+        let id = sse.last_event_id().to_string();
+        drop(sse);
+        reconnects += 1;
+        sse = Sse::subscribe(&base, &["logs:w1"], (!id.is_empty()).then_some(id.as_str())).await;
+    }
+}
+
+fn assert_exactly(who: &str, evs: &[Ev], expected: &HashSet<String>) {
+    let mut seen = HashMap::new();
+    for ev in evs {
+        *seen.entry(key(ev)).or_insert(0) += 1;
+    }
+    let dups: Vec<_> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|k| !seen.contains_key(*k))
+        .cloned()
+        .collect();
+    assert!(
+        dups.is_empty() && missing.is_empty(),
+        "{who}: duplicated {dups:?}, missing {missing:?}"
+    );
+    assert_eq!(evs.len(), expected.len(), "{who}");
+    assert_ids_increase(evs);
+}
+
+async fn out_of_order(test: &str, history: &str, expect_catch_ups: bool) {
+    let Some(mongo) = standalone(test).await else {
+        return;
+    };
+    let seed = seed(test);
+    let gw = start_gateway(
+        &mongo,
+        &vars(&[
+            ("SSE_POLL_OVERLAP_MS", "4000"),
+            ("SSE_HISTORY_EVENTS", history),
+        ]),
+    )
+    .await;
+    let base = base_url(&gw);
+    let n = WRITERS * PER_WRITER;
+    let mut readers = Vec::new();
+    for channel in ["logs:w1", "logs"] {
+        let sse = Sse::subscribe(&base, &[channel], None).await;
+        readers.push(tokio::spawn(
+            async move { (read_connected(sse, n).await, 0) },
+        ));
+    }
+    // Reconnecting clients start before the writers, so every document is theirs to get.
+    let mut firsts = Vec::new();
+    for (i, channel) in ["logs:w1", "logs", "logs:w1", "logs"]
+        .into_iter()
+        .enumerate()
+    {
+        let sse = Sse::subscribe(&base, &[channel], None).await;
+        firsts.push((i, channel, sse));
+    }
+    for (i, channel, mut sse) in firsts {
+        let base = base.clone();
+        let mut rng = Rng::new(seed.wrapping_add(100 + i as u64));
+        readers.push(tokio::spawn(async move {
+            // The first connection reads a few, then the client starts reconnecting.
+            let mut out = Vec::new();
+            for _ in 0..rng.range(1, 10) {
+                out.push(next_data(&mut sse).await.expect("first connection"));
+            }
+            let id = sse.last_event_id().to_string();
+            drop(sse);
+            let (rest, reconnects) =
+                read_reconnecting(base, channel, Some(id), n - out.len(), rng).await;
+            out.extend(rest);
+            (out, reconnects + 1)
+        }));
+    }
+    let expected = out_of_order_writers(&mongo, seed).await;
+    assert_eq!(expected.len(), n);
+    let mut late = 0;
+    for (i, r) in readers.into_iter().enumerate() {
+        let (evs, reconnects) = within(Duration::from_secs(120), "a reader", r)
+            .await
+            .expect("reader");
+        assert_exactly(
+            &format!("client {i} ({reconnects} reconnects)"),
+            &evs,
+            &expected,
+        );
+        if i == 0 {
+            // Documents that committed after one with a newer `_id`: their position counts them.
+            late = evs
+                .iter()
+                .filter(|e| position(&e.id).polling().is_some_and(|c| c.late() > 0))
+                .count();
+        }
+    }
+    eprintln!(
+        "{test}: {late} documents arrived after a newer _id; catch-ups {}",
+        Stats::get(&gw.hub.stats.catchups_started)
+    );
+    assert!(
+        late > 0,
+        "the writers did not produce a single out-of-order commit (seed {seed})"
+    );
+    let catch_ups = Stats::get(&gw.hub.stats.catchups_started);
+    assert_eq!(
+        catch_ups > 0,
+        expect_catch_ups,
+        "{catch_ups} catch-ups (seed {seed})"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_order_writers_lose_nothing_from_memory() {
+    out_of_order("poll_ooo_ring", "10000", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_order_writers_lose_nothing_through_catch_ups() {
+    out_of_order("poll_ooo_catchup", "8", true).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load: one query per source per interval, whatever the number of clients
+
+/// Finds MongoDB answered per poll over `polls` poll intervals, counting intervals with the
+/// gateway's own `source_stats.poll.polls`.
+async fn finds_per_poll(mongo: &Mongo, gw: &Gateway, polls: u64) -> (u64, i64) {
+    let counter = &gw.source_stats.poll.polls;
+    let p0 = Stats::get(counter);
+    let q0 = finds(mongo).await;
+    eventually(WAIT, &format!("{polls} polls"), || {
+        (Stats::get(counter) >= p0 + polls).then_some(())
+    })
+    .await;
+    let q1 = finds(mongo).await;
+    let p1 = Stats::get(counter);
+    (p1 - p0, q1 - q0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_clients_cost_the_same_queries_as_one() {
+    let Some(mongo) = standalone("poll_load").await else {
+        return;
+    };
+    let gw = start_gateway(
+        &mongo,
+        &vars(&[
+            ("SSE_CONNECT_RATE_PER_IP", "0"),
+            ("SSE_CONNECT_RATE_PER_SUBJECT", "0"),
+            ("SSE_MAX_CONNECTIONS_PER_SUBJECT", "100000"),
+            ("SSE_HEARTBEAT_SECS", "3600"),
+        ]),
+    )
+    .await;
+    let base = base_url(&gw);
+    const POLLS: u64 = 20;
+
+    let mut first = Sse::subscribe(&base, &["logs:w1"], None).await;
+    expect_mode(&mut first).await;
+    let mut clients = vec![first];
+    mongo.insert("w1", "f1", 0).await;
+    assert_eq!(seqs(&data(&mut clients[0], 1).await), vec![0]);
+    let (polls_1, finds_1) = finds_per_poll(&mongo, &gw, POLLS).await;
+
+    let more: Vec<Sse> = futures::stream::iter(1..1000)
+        .map(|i| {
+            let base = base.clone();
+            async move {
+                let channel = format!("logs:w1:f{}", i % 50);
+                let mut sse =
+                    Sse::subscribe(&base, &["logs:w1", channel.as_str()][..1 + i % 2], None).await;
+                expect_mode(&mut sse).await;
+                sse
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    clients.extend(more);
+    assert_eq!(Stats::get(&gw.hub.stats.connections_open), 1000);
+    mongo.insert("w1", "f1", 1).await;
+    for c in clients.iter_mut() {
+        assert_eq!(seqs(&data(c, 1).await), vec![1]);
+    }
+    let (polls_1000, finds_1000) = finds_per_poll(&mongo, &gw, POLLS).await;
+    eprintln!(
+        "1 client: {finds_1} finds in {polls_1} polls; 1000 clients: {finds_1000} finds in {polls_1000} polls"
+    );
+    // One source, one find per poll. The counters are read a moment apart, so a poll in
+    // flight at either end may be counted on one side only.
+    for (clients, polls, found) in [(1, polls_1, finds_1), (1000, polls_1000, finds_1000)] {
+        assert!(
+            (found - polls as i64).abs() <= 2,
+            "{clients} clients: {found} finds in {polls} polls"
+        );
+    }
+    assert!(
+        (finds_1000 - finds_1).abs() <= 3,
+        "{finds_1} vs {finds_1000}"
+    );
+    drop(clients);
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switching modes at run time
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_mode_switches_both_ways_mid_stream_losing_nothing() {
+    let mongo = Mongo::start("poll_switch").await;
+    let app = unique_name("gwsw");
+    // A user without the changeStream privilege: the gateway's aggregates fail with 13.
+    unauthorized(&mongo, &app, &["aggregate"]).await;
+    let gw = start_gateway_named(&mongo, &app, &vars(&[])).await;
+    let base = base_url(&gw);
+    assert_eq!(
+        gw.hub.mode(),
+        Some(Mode::Polling {
+            interval_ms: INTERVAL_MS
+        })
+    );
+    assert_eq!(Stats::get(&gw.source_stats.switches), 1);
+
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    assert_eq!(expect_mode(&mut sse).await.1, polling_json());
+    // Two more clients keep reconnecting with their last id throughout the switches.
+    let (target_tx, target) = tokio::sync::watch::channel(None);
+    let seed = seed("poll_switch");
+    let mut reconnecting = Vec::new();
+    for i in 0..2 {
+        let first = Sse::subscribe(&base, &["logs:w1"], None).await;
+        let (base, target) = (base.clone(), target.clone());
+        let rng = Rng::new(seed.wrapping_add(i));
+        reconnecting.push(tokio::spawn(read_reconnecting_until(
+            base, first, target, rng,
+        )));
+    }
+    let writer = Writer::spawn(mongo.logs(), Duration::from_millis(15));
+    let mut got = data(&mut sse, 10).await;
+
+    // The privilege is granted: back to change streams within a probe interval.
+    assert!(
+        fail_point_off(&mongo).await > 0,
+        "the fail point never fired"
+    );
+    let (evs, mode) = until_mode(&mut sse).await;
+    got.extend(evs);
+    assert_eq!(json_of(&mode), json!({"mode": "change_stream"}));
+    assert_eq!(position(&mode.id).kind(), PositionKind::ChangeStream);
+    assert_eq!(gw.hub.mode(), Some(Mode::ChangeStream));
+    let after_back = got.len();
+    got.extend(data(&mut sse, 10).await);
+    assert!(got[after_back..]
+        .iter()
+        .all(|e| position(&e.id).kind() == PositionKind::ChangeStream));
+
+    // Revoked while streaming: the getMore fails, so does the reopen; polling again.
+    unauthorized(&mongo, &app, &["getMore", "aggregate"]).await;
+    let (evs, mode) = until_mode(&mut sse).await;
+    got.extend(evs);
+    assert_eq!(json_of(&mode), polling_json());
+    assert_eq!(position(&mode.id).kind(), PositionKind::Polling);
+    let after_poll = got.len();
+    got.extend(data(&mut sse, 10).await);
+    assert!(got[after_poll..]
+        .iter()
+        .all(|e| position(&e.id).kind() == PositionKind::Polling));
+
+    let written = writer.stop().await;
+    let rest = data(&mut sse, (written as usize).saturating_sub(got.len())).await;
+    got.extend(rest);
+    assert_eq!(
+        seqs(&got),
+        (0..written).collect::<Vec<_>>(),
+        "lost or repeated across the switches"
+    );
+    assert_ids_increase(&got);
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    target_tx.send_replace(Some(written as usize));
+    for (i, r) in reconnecting.into_iter().enumerate() {
+        let (evs, reconnects) = within(Duration::from_secs(120), "a reconnecting client", r)
+            .await
+            .expect("reconnecting client");
+        assert_eq!(
+            seqs(&evs),
+            (0..written).collect::<Vec<_>>(),
+            "reconnecting client {i} ({reconnects} reconnects, seed {seed})"
+        );
+    }
+    assert_eq!(Stats::get(&gw.source_stats.switches), 3);
+    fail_point_off(&mongo).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cross_mode_resume_is_exact_from_memory_and_a_gap_beyond() {
+    let mongo = Mongo::start("poll_cross").await;
+    let app = unique_name("gwx");
+    let gw = start_gateway_named(&mongo, &app, &vars(&[("SSE_HISTORY_EVENTS", "8")])).await;
+    let base = base_url(&gw);
+    assert_eq!(gw.hub.mode(), Some(Mode::ChangeStream));
+    let mut observer = Sse::subscribe(&base, &["logs:w1"], None).await;
+    let mut all = Vec::new();
+    for seq in 0..3 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    all.extend(data(&mut observer, 3).await);
+    let cs_id = all[1].id.clone();
+    assert_eq!(position(&cs_id).kind(), PositionKind::ChangeStream);
+
+    unauthorized(&mongo, &app, &["getMore", "aggregate"]).await;
+    let (evs, mode) = until_mode(&mut observer).await;
+    assert!(evs.is_empty());
+    assert_eq!(json_of(&mode), polling_json());
+    for seq in 3..5 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    all.extend(data(&mut observer, 2).await);
+    let p_id = all[3].id.clone();
+    assert_eq!(position(&p_id).kind(), PositionKind::Polling);
+
+    // A change-stream id while polling, memory covering it: exact.
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&cs_id)).await;
+    assert_eq!(expect_mode(&mut r).await.1, polling_json());
+    assert_eq!(seqs(&data(&mut r, 3).await), vec![2, 3, 4]);
+    r.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    drop(r);
+
+    fail_point_off(&mongo).await;
+    let (evs, mode) = until_mode(&mut observer).await;
+    assert!(evs.is_empty());
+    assert_eq!(json_of(&mode), json!({"mode": "change_stream"}));
+    for seq in 5..7 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    all.extend(data(&mut observer, 2).await);
+
+    // A polling id after switching back, memory covering it: exact, no `mode` frame first.
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&p_id)).await;
+    assert_eq!(seqs(&data(&mut r, 3).await), vec![4, 5, 6]);
+    r.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    drop(r);
+
+    // Past memory (the ring holds 8): the polling id can no longer be placed: a `gap`.
+    for seq in 7..17 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    all.extend(data(&mut observer, 10).await);
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&p_id)).await;
+    let gap = match r.next(WAIT).await {
+        Ok(Item::Event(ev)) if ev.event == "gap" => ev,
+        other => panic!("expected a gap, got {other:?}"),
+    };
+    let body = json_of(&gap);
+    assert_eq!(body["reason"], "mode_changed");
+    assert_eq!(body["last_event_id"], p_id.as_str());
+    assert_eq!(body["resumed_at"], gap.id.as_str());
+    r.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    mongo.insert("w1", "f1", 17).await;
+    all.extend(data(&mut observer, 1).await);
+    assert_eq!(seqs(&data(&mut r, 1).await), vec![17]);
+    assert!(Stats::get(&gw.hub.stats.gaps_sent) >= 1);
+
+    // A change-stream id from before both switches: MongoDB's oplog still has everything.
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&cs_id)).await;
+    assert_eq!(seqs(&data(&mut r, 16).await), (2..18).collect::<Vec<_>>());
+    r.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+
+    // A polling id from a gateway watching other collections: 400, not a gap.
+    let foreign = format!(
+        "p.{:08X}.{}.0",
+        sources_fingerprint(["audit"]),
+        ObjectId::new().to_hex().to_uppercase()
+    );
+    let e = Sse::open(
+        &base,
+        &stream_path(&["logs:w1"], None, None),
+        Some(&foreign),
+    )
+    .await
+    .err()
+    .expect("a foreign polling id is refused");
+    assert_json_4xx("a foreign polling id while on change streams", &e);
+    assert_eq!(seqs(&all), (0..18).collect::<Vec<_>>());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_and_other_mode_ids_while_polling() {
+    let Some(mongo) = standalone("poll_ids").await else {
+        return;
+    };
+    let gw = start_gateway(&mongo, &vars(&[])).await;
+    let base = base_url(&gw);
+    let path = stream_path(&["logs:w1"], None, None);
+    let oid = ObjectId::new().to_hex().to_uppercase();
+    let foreign = format!("p.{:08X}.{oid}.0", sources_fingerprint(["audit"]));
+    for (what, id) in [
+        ("a polling id of other collections", foreign.as_str()),
+        (
+            "a lowercase polling id",
+            &*format!(
+                "p.{:08X}.{}.0",
+                sources_fingerprint(["logs"]),
+                oid.to_lowercase()
+            ),
+        ),
+        ("a polling id with four parts", "p.00000000.-.0.1"),
+        ("a truncated polling id", "p.0000"),
+    ] {
+        let e = Sse::open(&base, &path, Some(id))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"));
+        assert_json_4xx(what, &e);
+    }
+    // A change-stream id while polling from the start: nothing to place it in, a `gap`.
+    let mut observer = Sse::subscribe(&base, &["logs:w1"], None).await;
+    expect_mode(&mut observer).await;
+    mongo.insert("w1", "f1", 0).await;
+    mongo.insert("w1", "f1", 1).await;
+    assert_eq!(seqs(&data(&mut observer, 2).await), vec![0, 1]);
+    let cs = "c.8265A1B2C3000000012B022C0100296E5A1004";
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(cs)).await;
+    assert_eq!(expect_mode(&mut r).await.1, polling_json());
+    let gap = match r.next(WAIT).await {
+        Ok(Item::Event(ev)) if ev.event == "gap" => json_of(&ev),
+        other => panic!("expected a gap, got {other:?}"),
+    };
+    assert_eq!(gap["reason"], "mode_changed");
+    mongo.insert("w1", "f1", 2).await;
+    assert_eq!(seqs(&data(&mut r, 1).await), vec![2]);
+    // A polling id of this gateway's own collections with no cursor yet resumes from the start.
+    let mut s = Sse::subscribe(
+        &base,
+        &["logs:w1"],
+        Some(&format!("p.{:08X}.-.0", sources_fingerprint(["logs"]))),
+    )
+    .await;
+    expect_mode(&mut s).await;
+    assert_eq!(seqs(&data(&mut s, 3).await), vec![0, 1, 2]);
+    gw.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forced modes and transient errors
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forced_change_stream_mode_never_polls_on_a_standalone() {
+    let Some(mongo) = standalone("poll_forced_cs").await else {
+        return;
+    };
+    let gw = start_unready(&mongo, &mongo.uri, &vars(&[("SSE_MODE", "change_stream")])).await;
+    let base = base_url(&gw);
+    let why = eventually(WAIT, "the source to report why it is down", || {
+        match gw.hub.state() {
+            SourceState::Down(why) => Some(why),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        why.contains("40573") || why.to_lowercase().contains("replica set"),
+        "{why}"
+    );
+    // Several reconnection rounds (a chosen length for a negative check): never ready, never
+    // polling.
+    for _ in 0..10 {
+        let r = get(&base, "/readyz", &[]).await;
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("change feed down"), "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gw.hub.mode(), None);
+    assert_eq!(Stats::get(&gw.source_stats.poll.polls), 0);
+    assert_eq!(Stats::get(&gw.source_stats.switches), 0);
+    let e = Sse::open(&base, &stream_path(&["logs:w1"], None, None), None)
+        .await
+        .err()
+        .expect("not ready");
+    assert_eq!(e.status, 503, "{}", e.body);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forced_polling_mode_polls_a_replica_set() {
+    let mongo = Mongo::start("poll_forced_poll").await;
+    let gw = start_gateway(&mongo, &vars(&[("SSE_MODE", "polling")])).await;
+    let base = base_url(&gw);
+    assert_eq!(
+        gw.hub.mode(),
+        Some(Mode::Polling {
+            interval_ms: INTERVAL_MS
+        })
+    );
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    assert_eq!(expect_mode(&mut sse).await.1, polling_json());
+    for seq in 0..5 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    let evs = data(&mut sse, 5).await;
+    assert_eq!(seqs(&evs), (0..5).collect::<Vec<_>>());
+    assert!(evs
+        .iter()
+        .all(|e| position(&e.id).kind() == PositionKind::Polling));
+    // Past a probe interval (a chosen length for a negative check): still polling, no probe.
+    let polls = Stats::get(&gw.source_stats.poll.polls);
+    eventually(WAIT, "two probe intervals of polls", || {
+        (Stats::get(&gw.source_stats.poll.polls) >= polls + 20).then_some(())
+    })
+    .await;
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    assert_eq!(
+        gw.hub.mode(),
+        Some(Mode::Polling {
+            interval_ms: INTERVAL_MS
+        })
+    );
+    assert_eq!(Stats::get(&gw.source_stats.switches), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_errors_do_not_switch_to_polling() {
+    let mongo = Mongo::start("poll_transient").await;
+    let app = unique_name("gwtr");
+    // State-change errors (10107, 91, 11600) make the driver re-check the server before its
+    // next command: check often, so each recovery takes a moment rather than 10 s.
+    let uri = format!("{}&heartbeatFrequencyMS=500", mongo.uri_with_app_name(&app));
+    let gw = start_unready(&mongo, &uri, &vars(&[])).await;
+    let base = base_url(&gw);
+    wait_ready(&base).await;
+    assert_eq!(gw.hub.mode(), Some(Mode::ChangeStream));
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    let mut seq = 0;
+    let mut got = Vec::new();
+    let faults = [
+        // Dropped connections under the change stream's getMore: the driver resumes.
+        doc! {"failCommands": ["getMore"], "closeConnection": true, "appName": &app},
+        // A step-down: NotWritablePrimary on getMore and on the reopen.
+        doc! {"failCommands": ["getMore", "aggregate"], "errorCode": 10107, "appName": &app},
+        // Shutting down, then interrupted.
+        doc! {"failCommands": ["getMore", "aggregate"], "errorCode": 91, "appName": &app},
+        doc! {"failCommands": ["getMore", "aggregate"], "errorCode": 11600, "appName": &app},
+    ];
+    for data_doc in faults {
+        mongo
+            .fail_point(doc! {"configureFailPoint": "failCommand", "mode": {"times": 3}, "data": data_doc.clone()})
+            .await;
+        // One at a time: each document needs a getMore issued after the fail point was set.
+        for _ in 0..5 {
+            mongo.insert("w1", "f1", seq).await;
+            seq += 1;
+            got.extend(data(&mut sse, 1).await);
+        }
+        assert!(fail_point_off(&mongo).await > 0, "{data_doc} never fired");
+    }
+    assert_eq!(seqs(&got), (0..seq).collect::<Vec<_>>());
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    assert_eq!(gw.hub.mode(), Some(Mode::ChangeStream));
+    assert_eq!(Stats::get(&gw.source_stats.switches), 0);
+    assert_eq!(Stats::get(&gw.source_stats.poll.polls), 0);
+    gw.shutdown().await;
+}
