@@ -237,9 +237,10 @@ fn start_watchdog(budget: Duration) {
 }
 
 /// One SSE client needs one descriptor here, and the gateway (a child, which inherits this
-/// limit) two per connection: the socket and the duplicate it keeps to close slow consumers.
+/// limit) three per connection: the socket and the two duplicates it keeps (to close a slow
+/// consumer, and to notice a client going away).
 fn raise_nofile_limit(clients: usize) {
-    let want = (clients as u64) * 2 + 512;
+    let want = (clients as u64) * 3 + 512;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
