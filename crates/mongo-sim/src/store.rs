@@ -29,6 +29,16 @@ impl IndexSpec {
         d
     }
 
+    /// MongoDB's E11000 for `doc` colliding on this index, with `keyPattern`/`keyValue`.
+    fn duplicate_error(&self, doc: &Document) -> CommandError {
+        let value: Document = self
+            .key
+            .keys()
+            .map(|f| (f.clone(), path::get(doc, f).cloned().unwrap_or(Bson::Null)))
+            .collect();
+        duplicate_key(&self.name, &self.key, &value)
+    }
+
     fn key_of(&self, doc: &Document) -> Vec<u8> {
         let values: Vec<Bson> = self
             .key
@@ -193,12 +203,7 @@ impl Collection {
             let key = spec.key_of(doc);
             if let Some(&rec) = self.unique.get(&spec.name).and_then(|m| m.get(&key)) {
                 if Some(rec) != except {
-                    let value: Document = spec
-                        .key
-                        .keys()
-                        .map(|f| (f.clone(), path::get(doc, f).cloned().unwrap_or(Bson::Null)))
-                        .collect();
-                    return Err(duplicate_key(&spec.name, &spec.key, &value));
+                    return Err(spec.duplicate_error(doc));
                 }
             }
             keys.push((spec.name.clone(), key));
@@ -242,12 +247,7 @@ impl Collection {
             for (rec, doc) in &self.docs {
                 let key = spec.key_of(doc);
                 if m.insert(key, *rec).is_some() {
-                    let value: Document = spec
-                        .key
-                        .keys()
-                        .map(|f| (f.clone(), path::get(doc, f).cloned().unwrap_or(Bson::Null)))
-                        .collect();
-                    return Err(duplicate_key(&spec.name, &spec.key, &value));
+                    return Err(spec.duplicate_error(doc));
                 }
             }
             self.unique.insert(spec.name.clone(), m);
