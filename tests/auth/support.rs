@@ -7,7 +7,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mongo_sse::gateway::Gateway;
 use serde_json::{json, Value};
@@ -133,13 +132,21 @@ pub fn assert_429(what: &str, r: &HttpError) -> Value {
     v
 }
 
-type Body = futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+/// An SSE connection opened with arbitrary headers, past its first `retry:` frame: the shared
+/// harness client ([`Sse`]) with the request shapes access control needs.
+pub struct Stream(Sse);
 
-/// An SSE connection opened with arbitrary headers.
-pub struct Stream {
-    pub headers: reqwest::header::HeaderMap,
-    body: Option<Body>,
-    parser: Parser,
+impl std::ops::Deref for Stream {
+    type Target = Sse;
+    fn deref(&self) -> &Sse {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Stream {
+    fn deref_mut(&mut self) -> &mut Sse {
+        &mut self.0
+    }
 }
 
 impl Stream {
@@ -149,41 +156,9 @@ impl Stream {
         path: &str,
         headers: &[(String, String)],
     ) -> Result<Stream, HttpError> {
-        let mut req = http()
-            .get(format!("{base}{path}"))
-            .header("accept", "text/event-stream");
-        let mut last_id = String::new();
-        for (k, v) in headers {
-            if k.eq_ignore_ascii_case("last-event-id") {
-                last_id = v.clone();
-            }
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = within(WAIT, &format!("GET {path}"), req.send())
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        if !resp.status().is_success() {
-            let body = within(WAIT, "an error body", resp.text())
-                .await
-                .unwrap_or_default();
-            return Err(HttpError {
-                status,
-                headers,
-                body,
-            });
-        }
-        let mut s = Stream {
-            headers,
-            body: Some(resp.bytes_stream().boxed()),
-            parser: Parser::new(&last_id),
-        };
-        match s.next(WAIT).await {
-            Ok(Item::Retry(_)) => {}
-            other => panic!("GET {path}: the first frame should be retry:, got {other:?}"),
-        }
-        Ok(s)
+        let mut sse = Sse::open_with_headers(base, path, headers).await?;
+        sse.expect_retry().await;
+        Ok(Stream(sse))
     }
 
     /// Like [`Stream::open`], panicking on refusal.
@@ -192,80 +167,6 @@ impl Stream {
         Stream::open(base, &path, headers)
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {} {}", e.status, e.body))
-    }
-
-    pub fn last_event_id(&self) -> &str {
-        &self.parser.last_event_id
-    }
-
-    pub async fn next(&mut self, within: Duration) -> Result<Item, End> {
-        match tokio::time::timeout(within, self.next_item()).await {
-            Ok(r) => r,
-            Err(_) => Err(End::Timeout),
-        }
-    }
-
-    async fn next_item(&mut self) -> Result<Item, End> {
-        loop {
-            if let Some(item) = self.parser.pop() {
-                return Ok(item);
-            }
-            let Some(body) = self.body.as_mut() else {
-                return Err(End::Ended("closed".into()));
-            };
-            match body.next().await {
-                Some(Ok(chunk)) => self.parser.feed(&chunk),
-                Some(Err(_)) | None => self.body = None,
-            }
-        }
-    }
-
-    /// The next dispatched message (data or named), skipping comments and id-only frames.
-    pub async fn next_event(&mut self, within: Duration) -> Result<Ev, End> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if let Item::Event(ev) = self.next(left).await? {
-                return Ok(ev);
-            }
-        }
-    }
-
-    /// Exactly `n` messages.
-    pub async fn events(&mut self, n: usize, within: Duration) -> Vec<Ev> {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_event(left).await {
-                Ok(ev) => out.push(ev),
-                Err(e) => panic!("expected {n} events, got {} then {e:?}", out.len()),
-            }
-        }
-        out
-    }
-
-    pub async fn expect_no_event(&mut self, quiet: Duration) {
-        match self.next_event(quiet).await {
-            Err(End::Timeout) => {}
-            Ok(ev) => panic!("unexpected event {ev:?}"),
-            Err(e) => panic!("stream ended: {e:?}"),
-        }
-    }
-
-    /// Reads to the end of the stream; the messages it still carried.
-    pub async fn drain_to_end(&mut self, within: Duration) -> Vec<Ev> {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut out = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await {
-                Ok(Item::Event(ev)) => out.push(ev),
-                Ok(_) => {}
-                Err(End::Ended(_)) => return out,
-                Err(End::Timeout) => panic!("the stream did not end within {within:?}"),
-            }
-        }
     }
 }
 

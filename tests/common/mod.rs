@@ -577,11 +577,29 @@ impl Sse {
         path: &str,
         last_event_id: Option<&str>,
     ) -> Result<Sse, HttpError> {
+        let headers: Vec<(String, String)> = last_event_id
+            .map(|id| ("last-event-id".to_string(), id.to_string()))
+            .into_iter()
+            .collect();
+        Sse::open_with_headers(base, path, &headers).await
+    }
+
+    /// GETs `path` with arbitrary request headers (tokens, cookies, origins); a
+    /// `Last-Event-ID` among them also seeds the parser's last id.
+    pub async fn open_with_headers(
+        base: &str,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<Sse, HttpError> {
         let mut req = http()
             .get(format!("{base}{path}"))
             .header("accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
+        let mut last_event_id = None;
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("last-event-id") {
+                last_event_id = Some(v.as_str());
+            }
+            req = req.header(k.as_str(), v.as_str());
         }
         let resp = match within(WAIT, &format!("the response to GET {path}"), req.send()).await {
             Ok(r) => r,
