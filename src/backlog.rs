@@ -16,10 +16,10 @@ use std::time::Duration;
 use bson::{doc, Bson, Document, Timestamp};
 use futures::TryStreamExt;
 use mongodb::{Client, Database};
-use tokio::runtime::Handle;
 
 use crate::channel::Channel;
 use crate::routing::SourceSpecs;
+use crate::tasks::Tasks;
 
 pub const MAX_BACKLOG: usize = 1000;
 /// How long a backlog waits for the live feed to pass the query before de-duplicating with
@@ -30,7 +30,7 @@ pub struct Backlogs {
     client: Client,
     db: Database,
     sources: SourceSpecs,
-    runtime: Handle,
+    tasks: Tasks,
 }
 
 /// A document of the backlog and the collection it came from.
@@ -47,12 +47,12 @@ pub struct Fetched {
 }
 
 impl Backlogs {
-    pub fn new(client: Client, db: Database, sources: SourceSpecs, runtime: Handle) -> Self {
+    pub fn new(client: Client, db: Database, sources: SourceSpecs, tasks: Tasks) -> Self {
         Backlogs {
             client,
             db,
             sources,
-            runtime,
+            tasks,
         }
     }
 
@@ -73,7 +73,7 @@ impl Backlogs {
         }
         let client = self.client.clone();
         let db = self.db.clone();
-        let task = self.runtime.spawn(async move {
+        let task = self.tasks.spawn(async move {
             let mut session = client.start_session().await.map_err(|e| e.to_string())?;
             let mut rows: Vec<Row> = Vec::new();
             for (coll, filter) in queries {

@@ -5,7 +5,7 @@
 //! once, and one change stream per browser is exactly the load this design exists to avoid.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,17 +13,24 @@ use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use futures::TryStreamExt;
 use mongodb::Database;
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::channel::Channel;
 use crate::delivered::Snapshot;
 use crate::event::{document_key, Event, Op};
-use crate::position::{PollCursor, Position};
+use crate::position::{PollCursor, Position, ResumePoint};
 use crate::routing::{SourceSpec, SourceSpecs};
 use crate::source::{self, change_stream, polling};
+use crate::tasks::Tasks;
 
 const BATCH: usize = 256;
+
+/// Where a catch-up stream (re)opens.
+enum Resume {
+    After(mongodb::change_stream::event::ResumeToken),
+    StartAfter(mongodb::change_stream::event::ResumeToken),
+    AtOperationTime(bson::Timestamp),
+}
 
 pub struct CatchUps {
     db: Database,
@@ -31,10 +38,10 @@ pub struct CatchUps {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
-    /// MongoDB work runs on the runtime that owns the driver's connections.
-    runtime: Handle,
     /// The polling overlap window (see `source::polling`).
     poll_overlap: Duration,
+    /// Catch-ups run as tracked tasks that stop at shutdown.
+    tasks: Tasks,
 }
 
 #[derive(Debug)]
@@ -54,6 +61,57 @@ pub enum CatchUpError {
 /// A running catch-up: events after the position, in order, ending at the subscription head.
 pub struct CatchUp {
     pub events: mpsc::Receiver<Result<Arc<Event>, String>>,
+    /// Set when the catch-up reached the subscription head. Its channel closing without this
+    /// means it was cut short (the reader stalled, shutdown): the connection must end, never
+    /// continue live over the hole.
+    pub complete: Arc<AtomicBool>,
+}
+
+impl CatchUp {
+    fn new(events: mpsc::Receiver<Result<Arc<Event>, String>>) -> (CatchUp, Arc<AtomicBool>) {
+        let complete = Arc::new(AtomicBool::new(false));
+        (
+            CatchUp {
+                events,
+                complete: Arc::clone(&complete),
+            },
+            complete,
+        )
+    }
+
+    /// Nothing to catch up on.
+    fn empty(events: mpsc::Receiver<Result<Arc<Event>, String>>) -> CatchUp {
+        let (c, complete) = CatchUp::new(events);
+        complete.store(true, Ordering::SeqCst);
+        c
+    }
+}
+
+/// How long a catch-up waits for its reader to take the next event. A client that asks for a
+/// long catch-up and then reads nothing would otherwise hold a slot for ever, and a few dozen
+/// of them would refuse every other reconnect.
+pub const STALL_AFTER: Duration = Duration::from_secs(15);
+
+/// Invalidates (a dropped database) a catch-up continues across before giving up.
+const MAX_INVALIDATES: usize = 16;
+
+/// Sends `ev` to the reader, or says why not: gone, stalled, or shutting down.
+async fn offer(
+    tx: &mpsc::Sender<Result<Arc<Event>, String>>,
+    ev: Result<Arc<Event>, String>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        r = tokio::time::timeout(STALL_AFTER, tx.send(ev)) => match r {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false, // the client went away
+            Err(_) => {
+                tracing::info!("catch-up reader stalled for {STALL_AFTER:?}; releasing its slot");
+                false
+            }
+        },
+        _ = shutdown.wait_for(|s| *s) => false,
+    }
 }
 
 impl CatchUps {
@@ -62,8 +120,8 @@ impl CatchUps {
         sources: SourceSpecs,
         concurrency: usize,
         max_waiting: usize,
-        runtime: Handle,
         poll_overlap: Duration,
+        tasks: Tasks,
     ) -> Self {
         CatchUps {
             db,
@@ -71,8 +129,8 @@ impl CatchUps {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting,
-            runtime,
             poll_overlap,
+            tasks,
         }
     }
 
@@ -118,7 +176,7 @@ impl CatchUps {
         let permit = self.slot().await?;
         let (tx, rx) = mpsc::channel(BATCH);
         let Some(high) = until.high() else {
-            return Ok(CatchUp { events: rx });
+            return Ok(CatchUp::empty(rx));
         };
         let overlap = self.poll_overlap.as_secs() as u32;
         let window_below =
@@ -141,7 +199,9 @@ impl CatchUps {
         let db = self.db.clone();
         let fingerprint = until.fingerprint();
         let (opened_tx, opened_rx) = oneshot::channel();
-        self.runtime.spawn(async move {
+        let (catchup, complete) = CatchUp::new(rx);
+        let mut shutdown = self.tasks.shutdown_signal();
+        self.tasks.spawn(async move {
             let _permit = permit;
             let mut rows: Vec<(ObjectId, usize, SourceSpec, Document)> = Vec::new();
             for (idx, spec, filter) in queries {
@@ -189,13 +249,14 @@ impl CatchUps {
                     Op::Insert,
                     &doc,
                 );
-                if tx.send(Ok(Arc::new(ev))).await.is_err() {
+                if !offer(&tx, Ok(Arc::new(ev)), &mut shutdown).await {
                     return;
                 }
             }
+            complete.store(true, Ordering::SeqCst);
         });
         match opened_rx.await {
-            Ok(Ok(())) => Ok(CatchUp { events: rx }),
+            Ok(Ok(())) => Ok(catchup),
             Ok(Err(e)) => Err(CatchUpError::Failed(e.to_string())),
             Err(_) => Err(CatchUpError::Failed("catch-up task ended".into())),
         }
@@ -223,7 +284,7 @@ impl CatchUps {
         channels: &[Channel],
     ) -> Result<CatchUp, CatchUpError> {
         let permit = self.slot().await?;
-        let Some(token) = change_stream::token_of(from) else {
+        let Some(point) = from.resume_point() else {
             return Err(CatchUpError::Unusable(
                 "not a change-stream position".into(),
             ));
@@ -231,24 +292,45 @@ impl CatchUps {
         let (tx, rx) = mpsc::channel(BATCH);
         let Some(pipeline) = source::pipeline::for_channels(&self.sources, channels) else {
             // No source routes to these channels: nothing to catch up on.
-            return Ok(CatchUp { events: rx });
+            return Ok(CatchUp::empty(rx));
         };
         let (opened_tx, opened_rx) = oneshot::channel();
         let db = self.db.clone();
         let sources = self.sources.clone();
         let until = until.clone();
         let channels: Vec<Channel> = channels.to_vec();
-        self.runtime.spawn(async move {
+        let (catchup, complete) = CatchUp::new(rx);
+        let mut shutdown = self.tasks.shutdown_signal();
+        self.tasks.spawn(async move {
             let _permit = permit;
-            let opened = db
-                .watch()
-                .pipeline(pipeline)
-                .full_document(mongodb::options::FullDocumentType::UpdateLookup)
-                .max_await_time(Duration::from_millis(200))
-                .batch_size(BATCH as u32)
-                .resume_after(token)
-                .await;
-            let mut stream = match opened {
+            let open = |resume: Resume| {
+                let watch = db
+                    .watch()
+                    .pipeline(pipeline.clone())
+                    .full_document(mongodb::options::FullDocumentType::UpdateLookup)
+                    .max_await_time(Duration::from_millis(200))
+                    .batch_size(BATCH as u32);
+                async move {
+                    match resume {
+                        Resume::After(t) => watch.resume_after(t).await,
+                        Resume::StartAfter(t) => watch.start_after(t).await,
+                        Resume::AtOperationTime(ts) => watch.start_at_operation_time(ts).await,
+                    }
+                }
+            };
+            let first = match point {
+                ResumePoint::After(d) => match bson::from_document(d) {
+                    Ok(t) => Resume::After(t),
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(mongodb::error::Error::custom(format!(
+                            "not a resume token: {e}"
+                        ))));
+                        return;
+                    }
+                },
+                ResumePoint::AtOperationTime(ts) => Resume::AtOperationTime(ts),
+            };
+            let mut stream = match open(first).await {
                 Ok(s) => {
                     let _ = opened_tx.send(Ok(()));
                     s.with_type::<Document>()
@@ -258,6 +340,7 @@ impl CatchUps {
                     return;
                 }
             };
+            let mut invalidates = 0;
             loop {
                 // Done once MongoDB's position has reached the subscription head.
                 if let Some(p) = stream
@@ -266,14 +349,41 @@ impl CatchUps {
                     .and_then(change_stream::position_of)
                 {
                     if p >= until {
+                        complete.store(true, Ordering::SeqCst);
                         return;
                     }
                 }
-                let raw = match stream.next_if_any().await {
+                if change_stream::is_over(&stream) {
+                    // Replayed into an invalidate (a dropped database): continue after it, as
+                    // the live watcher did.
+                    invalidates += 1;
+                    let reopened = match stream.resume_token() {
+                        Some(t) if invalidates <= MAX_INVALIDATES => {
+                            open(Resume::StartAfter(t)).await
+                        }
+                        _ => Err(mongodb::error::Error::custom(
+                            "the catch-up stream ended at an invalidate",
+                        )),
+                    };
+                    match reopened {
+                        Ok(s) => stream = s.with_type::<Document>(),
+                        Err(e) => {
+                            let _ = offer(&tx, Err(e.to_string()), &mut shutdown).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                let next = tokio::select! {
+                    n = stream.next_if_any() => n,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = tx.closed() => return, // the client went away
+                };
+                let raw = match next {
                     Ok(Some(raw)) => raw,
                     Ok(None) => continue,
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string())).await;
+                        let _ = offer(&tx, Err(e.to_string()), &mut shutdown).await;
                         return;
                     }
                 };
@@ -286,18 +396,19 @@ impl CatchUps {
                     }
                 };
                 if ev.position > until {
+                    complete.store(true, Ordering::SeqCst);
                     return;
                 }
                 if !channels.iter().any(|c| ev.channel.is_within(c)) {
                     continue;
                 }
-                if tx.send(Ok(Arc::new(ev))).await.is_err() {
-                    return; // the client went away
+                if !offer(&tx, Ok(Arc::new(ev)), &mut shutdown).await {
+                    return;
                 }
             }
         });
         match opened_rx.await {
-            Ok(Ok(())) => Ok(CatchUp { events: rx }),
+            Ok(Ok(())) => Ok(catchup),
             Ok(Err(e)) if source::is_history_lost(&e) => Err(CatchUpError::HistoryLost),
             Ok(Err(e)) if source::is_unusable_token(&e) => {
                 Err(CatchUpError::Unusable(e.to_string()))

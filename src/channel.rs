@@ -117,6 +117,14 @@ impl Channel {
     ) -> Result<Channel, ChannelError> {
         let mut s = String::new();
         for (i, seg) in segments.into_iter().enumerate() {
+            // A segment that carries the separator (`w1%3Ax` in a URL path, decoded) would
+            // make more segments than the caller built: another channel than it meant.
+            if seg.contains(SEPARATOR) {
+                return Err(ChannelError::InvalidChar {
+                    index: i + 1,
+                    ch: SEPARATOR,
+                });
+            }
             if i > 0 {
                 s.push(SEPARATOR);
             }

@@ -21,6 +21,7 @@ use crate::http::{self, AppState, ConnSocket};
 use crate::hub::Hub;
 use crate::source::change_stream::Watcher;
 use crate::source::supervisor::{SourceStats, Supervisor};
+use crate::tasks::Tasks;
 
 /// How long streams get to end before connections are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -33,6 +34,7 @@ pub struct Gateway {
     server: actix_web::dev::ServerHandle,
     serving: JoinHandle<std::io::Result<()>>,
     watcher: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl Gateway {
@@ -50,6 +52,9 @@ impl Gateway {
         let admin_token = web::Data::new(config.admin_token.clone());
         let hub = Hub::new(config.history_events, config.queue_len);
         let runtime = Handle::current();
+        // Catch-ups and backlogs run as tasks of their own (on the runtime that owns MongoDB
+        // I/O); shutdown waits for every one of them.
+        let tasks = Tasks::new(runtime.clone(), hub.shutdown_signal());
 
         let source_stats = Arc::new(SourceStats::default());
         let supervisor = Supervisor {
@@ -70,14 +75,14 @@ impl Gateway {
                 config.sources.clone(),
                 config.catchup_concurrency,
                 config.catchup_queue,
-                runtime.clone(),
                 config.source.poll_overlap,
+                tasks.clone(),
             ),
             backlogs: Backlogs::new(
                 client.clone(),
                 db.clone(),
                 config.sources.clone(),
-                runtime.clone(),
+                tasks.clone(),
             ),
             sources: config.sources.clone(),
             db,
@@ -122,15 +127,31 @@ impl Gateway {
             server: handle,
             serving,
             watcher,
+            tasks,
             source_stats,
         })
     }
 
-    /// Ends the streams, stops the server and the source.
+    /// Ends the streams, stops the server and the source, and waits for every catch-up and
+    /// backlog task (each watches the shutdown signal).
     pub async fn shutdown(self) {
         self.hub.begin_shutdown();
         self.server.stop(true).await;
         let _ = self.serving.await;
         let _ = self.watcher.await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.close_and_wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.running(),
+                "catch-up or backlog tasks still running after {SHUTDOWN_GRACE:?}; leaving them"
+            );
+        }
+    }
+
+    /// Catch-up and backlog tasks running now (for tests and metrics).
+    pub fn running_tasks(&self) -> usize {
+        self.tasks.running()
     }
 }

@@ -4,6 +4,7 @@
 //! browser (source -> routing -> position -> event); where it goes (router, history, hub);
 //! how a reconnect catches up (catchup, backlog); and the HTTP surface.
 
+pub mod backoff;
 pub mod config;
 
 pub mod source;
@@ -24,6 +25,7 @@ pub mod router;
 
 pub mod backlog;
 pub mod catchup;
+pub mod tasks;
 
 pub mod auth;
 pub mod limits;

@@ -167,6 +167,31 @@ impl ResumeToken {
     }
 }
 
+/// How a change stream continues after a position.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumePoint {
+    /// `resumeAfter` this token.
+    After(Document),
+    /// `startAtOperationTime` this cluster time (the position stood for "after every event
+    /// just before it").
+    AtOperationTime(bson::Timestamp),
+}
+
+/// The marker ending an "after this cluster time" token, and that token's length in hex.
+const AFTER_TIME_MARK: &str = "FF";
+const AFTER_TIME_LEN: usize = 2 + 16 + 2;
+
+/// The cluster time a KeyString token begins with: type `82` (Timestamp), then the seconds
+/// and the increment, big-endian.
+fn cluster_time_of(data: &str) -> Option<bson::Timestamp> {
+    if data.len() < 18 || !data.starts_with("82") {
+        return None;
+    }
+    let time = u32::from_str_radix(data.get(2..10)?, 16).ok()?;
+    let increment = u32::from_str_radix(data.get(10..18)?, 16).ok()?;
+    Some(bson::Timestamp { time, increment })
+}
+
 /// Why a resume token or an encoded position was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PositionError {
@@ -260,7 +285,21 @@ impl Position {
             }
             None => return Err(PositionError::TokenShape("missing _data field".to_owned())),
         };
-        check_hex(data, CHANGE_STREAM_PREFIX.len())?;
+        match check_hex(data, CHANGE_STREAM_PREFIX.len()) {
+            Ok(()) => {}
+            // MongoDB's event tokens embed the document key, so a long `_id` makes a token
+            // longer than an event id may be. Such an event is still delivered, with the id
+            // "just after its cluster time" (see [`Position::after_cluster_time`]).
+            Err(PositionError::TooLong { .. }) => {
+                if let Some(ts) = cluster_time_of(data) {
+                    return Ok(Position::after_cluster_time(ts));
+                }
+                return Err(PositionError::TooLong {
+                    len: CHANGE_STREAM_PREFIX.len() + data.len(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
         let mut encoded = String::with_capacity(CHANGE_STREAM_PREFIX.len() + data.len());
         encoded.push_str(CHANGE_STREAM_PREFIX);
         encoded.push_str(data);
@@ -269,11 +308,56 @@ impl Position {
         }))
     }
 
-    /// The resume token to pass as `resumeAfter`, if this is a change-stream position.
+    /// The position right after every event at cluster time `ts`: the id of an event whose
+    /// own resume token is too long to be an event id.
+    ///
+    /// Encoded as a token that is `82`, the timestamp and `FF`: it sorts after every real
+    /// token at `ts` (KeyString continues the timestamp with a type byte below `FF`) and
+    /// before every token at a later time, so it orders correctly among real positions, and
+    /// no real token is that short. A change stream resumes from it with
+    /// `startAtOperationTime` `(ts.time, ts.increment + 1)`. Exact for every write outside a
+    /// multi-document transaction, each of which has a cluster time of its own; see the
+    /// README's known limits for transactions.
+    pub fn after_cluster_time(ts: bson::Timestamp) -> Position {
+        let encoded = format!(
+            "{CHANGE_STREAM_PREFIX}82{:08X}{:08X}{AFTER_TIME_MARK}",
+            ts.time, ts.increment
+        );
+        Position::ChangeStream(ResumeToken {
+            encoded: Arc::from(encoded),
+        })
+    }
+
+    /// Where a change stream opened to continue after this position starts.
+    pub fn resume_point(&self) -> Option<ResumePoint> {
+        let Position::ChangeStream(t) = self else {
+            return None;
+        };
+        let data = t.data();
+        if data.len() == AFTER_TIME_LEN && data.ends_with(AFTER_TIME_MARK) {
+            let ts = cluster_time_of(data)?;
+            // The increment is 32 bits; at its end the next second begins.
+            let next = match ts.increment.checked_add(1) {
+                Some(increment) => bson::Timestamp {
+                    time: ts.time,
+                    increment,
+                },
+                None => bson::Timestamp {
+                    time: ts.time.checked_add(1)?,
+                    increment: 0,
+                },
+            };
+            return Some(ResumePoint::AtOperationTime(next));
+        }
+        Some(ResumePoint::After(t.to_document()))
+    }
+
+    /// The resume token to pass as `resumeAfter`, if this is a change-stream position that
+    /// has one (see [`Position::resume_point`] for those that resume by time).
     pub fn to_resume_token(&self) -> Option<Document> {
-        match self {
-            Position::ChangeStream(t) => Some(t.to_document()),
-            Position::Polling(_) => None,
+        match self.resume_point()? {
+            ResumePoint::After(d) => Some(d),
+            ResumePoint::AtOperationTime(_) => None,
         }
     }
 
@@ -321,13 +405,7 @@ impl Position {
         let Position::ChangeStream(t) = self else {
             return None;
         };
-        let data = t.data();
-        if data.len() < 18 || !data.starts_with("82") {
-            return None;
-        }
-        let time = u32::from_str_radix(&data[2..10], 16).ok()?;
-        let increment = u32::from_str_radix(&data[10..18], 16).ok()?;
-        Some(bson::Timestamp { time, increment })
+        cluster_time_of(t.data())
     }
 
     pub fn kind(&self) -> PositionKind {
@@ -462,6 +540,56 @@ mod tests {
             Position::from_resume_token(&doc! {"_data": long}),
             Err(PositionError::TooLong { .. })
         ));
+    }
+
+    /// Hardening #8.10: a token too long to be an event id (a long `_id` inside it) becomes
+    /// "right after its cluster time", which orders among real tokens and resumes by time.
+    #[test]
+    fn too_long_tokens_become_after_their_cluster_time() {
+        let at = |t: u32, i: u32, rest: &str| pos(&format!("82{t:08X}{i:08X}{rest}"));
+        let long = format!("82{:08X}{:08X}2B02{}", 100, 7, "AB".repeat(MAX_LEN));
+        let p = Position::from_resume_token(&doc! {"_data": long.as_str()}).unwrap();
+        assert!(p.encode().len() < 32, "{p}");
+        assert_eq!(
+            p.cluster_time(),
+            Some(bson::Timestamp {
+                time: 100,
+                increment: 7
+            })
+        );
+        // After every token at (100, 7), before every later one.
+        assert!(p > at(100, 7, "2B0229296E04"));
+        assert!(p > at(100, 7, &long[18..60]));
+        assert!(p < at(100, 8, "2B02"));
+        assert!(p < at(101, 0, "00"));
+        assert_eq!(
+            p.resume_point(),
+            Some(ResumePoint::AtOperationTime(bson::Timestamp {
+                time: 100,
+                increment: 8
+            }))
+        );
+        assert_eq!(p.to_resume_token(), None);
+        // It round-trips as an id, and ordinary tokens still resume after themselves.
+        assert_eq!(Position::decode(p.encode()).unwrap(), p);
+        let q = at(100, 8, "2B02");
+        assert_eq!(
+            q.resume_point(),
+            Some(ResumePoint::After(doc! {"_data": &q.encode()[2..]}))
+        );
+        let end = Position::after_cluster_time(bson::Timestamp {
+            time: 5,
+            increment: u32::MAX,
+        });
+        assert_eq!(
+            end.resume_point(),
+            Some(ResumePoint::AtOperationTime(bson::Timestamp {
+                time: 6,
+                increment: 0
+            }))
+        );
+        // A too-long string that is not a KeyString timestamp is still refused.
+        assert!(Position::from_resume_token(&doc! {"_data": "AB".repeat(MAX_LEN)}).is_err());
     }
 
     #[test]

@@ -48,8 +48,7 @@ fn polling_json() -> Value {
 
 /// A standalone mongo-sim (`$changeStream` fails with 40573), or `None` against a real server.
 async fn standalone(test: &str) -> Option<Mongo> {
-    if real_uri().is_some() {
-        eprintln!("{test}: skipped, needs a standalone mongo-sim (MONGODB_URI is set)");
+    if skip_unless_sim(test, "needs a standalone mongo-sim") {
         return None;
     }
     let config = SimConfig {
@@ -949,7 +948,18 @@ async fn forced_change_stream_mode_never_polls_on_a_standalone() {
         .await
         .err()
         .expect("not ready");
-    assert_eq!(e.status, 503, "{}", e.body);
+    // An EventSource is told to come back (a busy stream), anything else gets the JSON 503.
+    assert_eq!(
+        e.busy().expect("a busy stream")["reason"],
+        "not_ready",
+        "{}",
+        e.body
+    );
+    let r = get(&base, &stream_path(&["logs:w1"], None, None), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON body");
+    assert_eq!(v["error"], "not_ready", "{v}");
+    assert!(r.headers.contains_key("retry-after"));
     gw.shutdown().await;
 }
 

@@ -162,15 +162,25 @@ impl Identity {
     }
 
     /// How long until the token expires (zero if it already has).
+    ///
+    /// `exp` is the client's number: one beyond what `SystemTime` can hold (a token signed
+    /// with `exp` near `u64::MAX`) means "never within this process's life", not a panic.
     pub fn remaining(&self) -> Option<Duration> {
         let exp = self.expires_at?;
-        let exp = UNIX_EPOCH + Duration::from_secs(exp);
+        let Some(exp) = UNIX_EPOCH.checked_add(Duration::from_secs(exp)) else {
+            return Some(FAR_FUTURE);
+        };
         Some(
             exp.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
+                .unwrap_or(Duration::ZERO)
+                .min(FAR_FUTURE),
         )
     }
 }
+
+/// Longer than any stream lives; what a token that expires later than this is cut down to, so
+/// that adding it to an `Instant` cannot overflow.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Turns requests into identities, as configured by `SSE_AUTH`.
 pub enum Authenticator {

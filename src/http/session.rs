@@ -29,6 +29,9 @@ use crate::auth::token::COOKIE;
 /// The paths the cookie is sent to: the stream endpoints.
 pub const COOKIE_PATHS: [&str; 2] = ["/v1/stream", "/wfm/workflow/workspace"];
 
+/// 9999-12-31T23:59:59Z, the last date a cookie's `Expires` can name.
+const LAST_COOKIE_DATE: u64 = 253_402_300_799;
+
 fn cookie(value: &str, path: &'static str, exp: Option<u64>, secure: bool) -> Cookie<'static> {
     let mut b = Cookie::build(COOKIE, value.to_string())
         .path(path)
@@ -37,11 +40,12 @@ fn cookie(value: &str, path: &'static str, exp: Option<u64>, secure: bool) -> Co
         .same_site(SameSite::Strict);
     match exp {
         Some(exp) => {
+            // `exp` is the client's number; cookie dates end with year 9999, and time
+            // arithmetic past that overflows, so a later `exp` is cut down to it.
+            let exp = exp.min(LAST_COOKIE_DATE);
             let max_age = exp.saturating_sub(now_secs());
-            b = b.max_age(CookieDuration::seconds(
-                i64::try_from(max_age).unwrap_or(i64::MAX),
-            ));
-            if let Ok(at) = OffsetDateTime::from_unix_timestamp(i64::try_from(exp).unwrap_or(0)) {
+            b = b.max_age(CookieDuration::seconds(max_age as i64));
+            if let Ok(at) = OffsetDateTime::from_unix_timestamp(exp as i64) {
                 b = b.expires(at);
             }
         }

@@ -22,13 +22,13 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::gate::Pass;
 use super::query::{self, StreamRequest};
 use super::{AppState, ConnSocket};
-use crate::catchup::CatchUpError;
+use crate::catchup::{CatchUp, CatchUpError};
 use crate::channel::Channel;
 use crate::event::{Event, Op};
 use crate::hub::{Start, SubscribeError, Subscription};
@@ -39,14 +39,63 @@ pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = query::parse(
-        req.query_string(),
-        last_event_id_header(&req)?,
-        state.max_channels,
-        None,
-    )?;
-    let pass = state.gate.admit(&req, &r.channels)?;
-    open(&req, &state, r, pass).await
+    let opened = async {
+        let r = query::parse(
+            req.query_string(),
+            last_event_id_header(&req)?,
+            state.max_channels,
+            None,
+        )?;
+        let pass = state.gate.admit(&req, &r.channels)?;
+        open(&req, &state, r, pass).await
+    }
+    .await;
+    busy_for_event_source(&req, opened)
+}
+
+/// A browser's `EventSource` gives up for good on any answer but a 200 event stream: after a
+/// 503 or a 429 the page stays dead until reloaded. So a refusal that waiting fixes (load:
+/// catch-ups busy, not ready, MongoDB unreachable, connection and rate limits), asked for by
+/// a client that accepts `text/event-stream`, is a 200 stream instead: `retry:` with jitter
+/// (so a crowd does not come back at once), one `busy` event saying why, and the end — and
+/// the browser reconnects by itself. Other clients keep the JSON 503/429 with `Retry-After`;
+/// errors retrying cannot fix (auth, bad requests) stay 4xx for everyone.
+fn busy_for_event_source(
+    req: &HttpRequest,
+    opened: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let e = match opened {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    let load = matches!(e.status.as_u16(), 429 | 503);
+    let wants_sse = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !load || !wants_sse {
+        return Err(e);
+    }
+    let after = std::time::Duration::from_secs(e.retry_after_secs.unwrap_or(1).max(1));
+    // Between the advised delay and half as much again.
+    let retry_ms = crate::backoff::jitter(after.mul_f64(1.5), 1.0 / 3.0).as_millis() as u64;
+    let body = json!({"reason": e.code, "retry_ms": retry_ms, "message": e.message});
+    let mut frames = sse::retry_frame(retry_ms).to_vec();
+    frames.extend_from_slice(&sse::named_frame("busy", None, &body.to_string()));
+    tracing::debug!(
+        reason = e.code,
+        retry_ms,
+        "busy: telling an EventSource to come back"
+    );
+    let mut r = HttpResponse::Ok();
+    r.insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"));
+    if let Some(s) = e.retry_after_secs {
+        r.insert_header((header::RETRY_AFTER, s.to_string()));
+    }
+    Ok(r.body(frames))
 }
 
 /// `GET /wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream`: channel `logs:{ws}:{wf}`.
@@ -56,17 +105,21 @@ pub async fn compat_logs(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (ws, wf) = path.into_inner();
-    let channel = Channel::from_segments(["logs", ws.as_str(), wf.as_str()]).map_err(|e| {
-        ApiError::bad_request("invalid_channel", format!("workspace/workflow: {e}"))
-    })?;
-    let r = query::parse(
-        req.query_string(),
-        last_event_id_header(&req)?,
-        state.max_channels,
-        Some(channel),
-    )?;
-    let pass = state.gate.admit(&req, &r.channels)?;
-    open(&req, &state, r, pass).await
+    let opened = async {
+        let channel = Channel::from_segments(["logs", ws.as_str(), wf.as_str()]).map_err(|e| {
+            ApiError::bad_request("invalid_channel", format!("workspace/workflow: {e}"))
+        })?;
+        let r = query::parse(
+            req.query_string(),
+            last_event_id_header(&req)?,
+            state.max_channels,
+            Some(channel),
+        )?;
+        let pass = state.gate.admit(&req, &r.channels)?;
+        open(&req, &state, r, pass).await
+    }
+    .await;
+    busy_for_event_source(&req, opened)
 }
 
 fn last_event_id_header(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
@@ -146,7 +199,7 @@ async fn open(
             match started {
                 Ok(cu) => {
                     state.hub.count_catchup(true);
-                    conn.catchup = Some(cu.events);
+                    conn.catchup = Some(cu);
                 }
                 Err(CatchUpError::Busy) => {
                     state.hub.count_catchup(false);
@@ -362,7 +415,7 @@ async fn backlog(
 struct Conn {
     hub: Arc<crate::hub::Hub>,
     frames: VecDeque<Bytes>,
-    catchup: Option<mpsc::Receiver<Result<Arc<Event>, String>>>,
+    catchup: Option<CatchUp>,
     last_sent: Position,
     heartbeat: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
@@ -437,15 +490,23 @@ impl Conn {
             }
             if let Some(cu) = self.catchup.as_mut() {
                 tokio::select! {
-                    ev = cu.recv() => match ev {
+                    ev = cu.events.recv() => match ev {
                         Some(Ok(ev)) => self.send(&ev),
                         Some(Err(e)) => {
                             tracing::warn!("catch-up failed mid-stream: {e}; closing so the client resumes");
                             self.done = true;
                         }
+                        // Cut short (stalled reader, shutdown): end rather than continue live
+                        // over what it did not send; the client resumes from its last id.
+                        None if !cu.complete.load(std::sync::atomic::Ordering::SeqCst) => {
+                            self.done = true
+                        }
                         None => self.catchup = None,
                     },
                     _ = self.shutdown.changed() => self.done = true,
+                    // The live queue waits for the catch-up; a comment still keeps proxies
+                    // from timing out a long one.
+                    _ = self.heartbeat.tick() => self.frames.push_back(sse::comment_frame("heartbeat")),
                     _ = until(self.pass.deadline) => self.expire(),
                     _ = peer_gone(&mut self.peer) => self.done = true,
                 }

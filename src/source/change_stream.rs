@@ -69,19 +69,59 @@ pub fn token_of(position: &Position) -> Option<ResumeToken> {
     bson::from_document(position.to_resume_token()?).ok()
 }
 
+/// Where the watcher's stream starts.
+#[derive(Debug, Clone, Default)]
+pub enum Resume {
+    /// Now.
+    #[default]
+    Now,
+    /// After this token (the driver's own, exactly where the last stream stopped).
+    After(ResumeToken),
+    /// After an `invalidate` (the database was dropped): MongoDB refuses `resumeAfter` an
+    /// invalidate but continues with `startAfter` it, losing nothing that came after.
+    StartAfter(ResumeToken),
+}
+
+impl Resume {
+    pub fn is_now(&self) -> bool {
+        matches!(self, Resume::Now)
+    }
+}
+
+/// Why [`Watcher::pump`] returned.
+#[derive(Debug)]
+pub enum PumpEnd {
+    Shutdown,
+    /// The stream delivered an `invalidate` and is closed; it continues with
+    /// [`Resume::StartAfter`] its token.
+    Invalidated(ResumeToken),
+    /// An error the driver did not resume from.
+    Failed(mongodb::error::Error),
+}
+
+/// Whether a change stream that yields nothing more is over for good: after an `invalidate`
+/// the driver's stream is no longer alive and `next_if_any` answers `None` at once, forever —
+/// a loop that only waits for events spins on it.
+pub fn is_over<T>(stream: &ChangeStream<T>) -> bool
+where
+    T: serde::de::DeserializeOwned + Unpin + Send + Sync,
+{
+    !stream.is_alive()
+}
+
 impl Watcher {
-    pub async fn open(
-        &self,
-        resume: Option<ResumeToken>,
-    ) -> mongodb::error::Result<ChangeStream<Document>> {
-        let stream = self
+    pub async fn open(&self, resume: Resume) -> mongodb::error::Result<ChangeStream<Document>> {
+        let watch = self
             .db
             .watch()
             .pipeline(super::pipeline::live(&self.sources))
             .full_document(FullDocumentType::UpdateLookup)
-            .max_await_time(MAX_AWAIT)
-            .resume_after(resume)
-            .await?;
+            .max_await_time(MAX_AWAIT);
+        let stream = match resume {
+            Resume::Now => watch.await?,
+            Resume::After(t) => watch.resume_after(t).await?,
+            Resume::StartAfter(t) => watch.start_after(t).await?,
+        };
         Ok(stream.with_type::<Document>())
     }
 
@@ -92,16 +132,28 @@ impl Watcher {
     pub async fn pump(
         &self,
         stream: &mut ChangeStream<Document>,
-        resume: &mut Option<ResumeToken>,
+        resume: &mut Resume,
         skip: &mut Option<Skip>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> mongodb::error::Result<()> {
+    ) -> PumpEnd {
         loop {
+            if is_over(stream) {
+                return match stream.resume_token() {
+                    Some(t) => PumpEnd::Invalidated(t),
+                    None => PumpEnd::Failed(mongodb::error::Error::custom(
+                        "the change stream closed without a resume token",
+                    )),
+                };
+            }
             let next = tokio::select! {
                 r = stream.next_if_any() => r,
-                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                _ = shutdown.wait_for(|s| *s) => return PumpEnd::Shutdown,
             };
-            if let Some(raw) = next? {
+            let next = match next {
+                Ok(n) => n,
+                Err(e) => return PumpEnd::Failed(e),
+            };
+            if let Some(raw) = next {
                 match to_event(&self.sources, &raw) {
                     Ok(Some(ev)) => {
                         // Inserts the poller delivered just before the switch are not repeated.
@@ -120,7 +172,7 @@ impl Watcher {
                 if let Some(p) = position_of(&t) {
                     self.hub.advance(p);
                 }
-                *resume = Some(t);
+                *resume = Resume::After(t);
             }
         }
     }

@@ -22,13 +22,46 @@ use bson::Document;
 use mongodb::change_stream::ChangeStream;
 use tokio::sync::watch;
 
-use super::change_stream::{position_of, Skip, Watcher};
+use super::change_stream::{position_of, PumpEnd, Resume, Skip, Watcher};
 use super::polling::{PollStats, Poller};
 use super::{is_history_lost, unavailable_reason, Mode};
+use crate::backoff::Backoff;
 use crate::hub::SourceState;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A stream that stayed open this long was healthy: the backoff starts again from its floor.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// Failing for this long without a healthy stream in between turns `/readyz` to 503.
+pub const FAILING_AFTER: Duration = Duration::from_secs(5);
+
+/// How long the change stream has been failing without a healthy stretch in between.
+#[derive(Debug, Default)]
+struct Failing {
+    since: Option<Instant>,
+    last: Option<String>,
+}
+
+impl Failing {
+    /// Records a failure; the reason to report once it has gone on long enough.
+    fn failed(&mut self, e: &mongodb::error::Error) -> Option<String> {
+        self.since.get_or_insert_with(Instant::now);
+        self.last = Some(format!("the change stream keeps failing: {e}"));
+        self.still()
+    }
+
+    /// Still failing for longer than [`FAILING_AFTER`]: why.
+    fn still(&self) -> Option<String> {
+        let since = self.since?;
+        (since.elapsed() >= FAILING_AFTER)
+            .then(|| self.last.clone())
+            .flatten()
+    }
+
+    fn recovered(&mut self) {
+        *self = Failing::default();
+    }
+}
 
 /// `SSE_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +113,12 @@ impl Supervisor {
     }
 
     /// Runs until shutdown.
+    ///
+    /// Every reopen waits a backoff that doubles (with jitter) while the stream keeps failing
+    /// and resets once a stream has stayed up for [`STABLE_AFTER`]: a `getMore` that fails at
+    /// once (an event over 16 MiB, a server refusing the cursor) must cost MongoDB a few calls
+    /// a second, not thousands. After [`FAILING_AFTER`] of failures the hub says so and
+    /// `/readyz` answers 503, so a load balancer stops sending browsers here.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let hub = Arc::clone(&self.watcher.hub);
         if self.config.mode != SourceMode::ChangeStream {
@@ -88,10 +127,11 @@ impl Supervisor {
             hub.track_delivered(self.config.poll_overlap);
         }
         let mut polling = self.config.mode == SourceMode::Polling;
-        let mut resume = None;
+        let mut resume = Resume::Now;
         let mut skip: Option<Skip> = None;
         let mut opened: Option<Box<ChangeStream<Document>>> = None;
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut failing = Failing::default();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -101,7 +141,7 @@ impl Supervisor {
                     None => continue, // failed to start: backoff was applied inside
                     Some(PollExit::Shutdown) => return,
                     Some(PollExit::ChangeStreamsBack(stream, s)) => {
-                        resume = stream.resume_token();
+                        resume = stream.resume_token().map_or(Resume::Now, Resume::After);
                         opened = Some(stream);
                         skip = Some(s);
                         polling = false;
@@ -122,10 +162,10 @@ impl Supervisor {
             };
             let mut stream = match result {
                 Ok(s) => s,
-                Err(e) if resume.is_some() && is_history_lost(&e) => {
+                Err(e) if !resume.is_now() && is_history_lost(&e) => {
                     tracing::error!("the change stream's resume point fell off the oplog; restarting from now and telling clients about the gap");
-                    resume = None;
-                    match self.watcher.open(None).await {
+                    resume = Resume::Now;
+                    match self.watcher.open(Resume::Now).await {
                         Ok(s) => {
                             if let Some(p) = s.resume_token().as_ref().and_then(position_of) {
                                 hub.source_restarted_with_gap(p);
@@ -147,35 +187,70 @@ impl Supervisor {
                         self.stats.switches.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    tracing::warn!("cannot open the change stream: {e}; retrying in {backoff:?}");
+                    let delay = backoff.next_delay();
+                    tracing::warn!("cannot open the change stream: {e}; retrying in {delay:?}");
                     hub.set_state(SourceState::Down(e.to_string()));
-                    if Self::sleep_or_stop(backoff, &mut shutdown).await {
+                    if Self::sleep_or_stop(delay, &mut shutdown).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             };
+            // The head: the stream's own token, or, on a first start whose token is missing
+            // or unusable, nothing to publish against yet.
             let Some(start) = stream.resume_token().as_ref().and_then(position_of) else {
+                let delay = backoff.next_delay();
                 hub.set_state(SourceState::Down(
                     "the change stream returned no usable resume token".into(),
                 ));
-                if Self::sleep_or_stop(backoff, &mut shutdown).await {
+                if Self::sleep_or_stop(delay, &mut shutdown).await {
                     return;
                 }
                 continue;
             };
             hub.source_started(start, Mode::ChangeStream);
-            tracing::info!("change stream open");
-            backoff = BACKOFF_MIN;
-            match self
-                .watcher
-                .pump(&mut stream, &mut resume, &mut skip, &mut shutdown)
-                .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!("change stream failed: {e}; reopening from the last position")
+            if let Some(why) = failing.still() {
+                hub.set_state(SourceState::Down(why));
+            }
+            tracing::debug!("change stream open");
+            let end = {
+                let pump = self
+                    .watcher
+                    .pump(&mut stream, &mut resume, &mut skip, &mut shutdown);
+                tokio::pin!(pump);
+                tokio::select! {
+                end = &mut pump => end,
+                _ = tokio::time::sleep(STABLE_AFTER) => {
+                    // Up for long enough: healthy again.
+                    backoff.reset();
+                    if failing.still().is_some() {
+                        hub.set_state(SourceState::Running);
+                    }
+                    failing.recovered();
+                    pump.await
+                }
+                }
+            };
+            match end {
+                PumpEnd::Shutdown => return,
+                PumpEnd::Invalidated(token) => {
+                    // A dropped database (or collection, on a collection stream): nothing is
+                    // lost, the stream continues right after the invalidate.
+                    tracing::warn!("the change stream was invalidated (database dropped or renamed); continuing after it");
+                    resume = Resume::StartAfter(token);
+                    continue;
+                }
+                PumpEnd::Failed(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        "change stream failed: {e}; reopening from the last position in {delay:?}"
+                    );
+                    if let Some(why) = failing.failed(&e) {
+                        hub.set_state(SourceState::Down(why));
+                    }
+                    if Self::sleep_or_stop(delay, &mut shutdown).await {
+                        return;
+                    }
                 }
             }
         }
@@ -226,7 +301,7 @@ impl Supervisor {
             }
             if probing && Instant::now() >= next_probe {
                 next_probe = Instant::now() + self.config.probe_interval;
-                match self.watcher.open(None).await {
+                match self.watcher.open(Resume::Now).await {
                     Ok(stream) => {
                         // Everything committed before the stream opened, delivered by polling.
                         match poller.poll().await {

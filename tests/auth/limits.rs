@@ -25,8 +25,17 @@ async fn total_connections() {
         .await
         .err()
         .expect("a third stream");
+    // The stream client accepts text/event-stream: a busy stream an EventSource survives.
+    assert!(r.busy().is_some(), "{}: {}", r.status, r.body);
     let v = assert_429("third stream", &r);
     assert_eq!(v["error"], "too_many_connections");
+    // A client that does not ask for an event stream gets the JSON 429.
+    let plain = get(&base, &path, &[("accept", b"application/json")]).await;
+    assert_eq!(plain.status, 429, "{}", plain.body);
+    assert_eq!(
+        assert_429("plain third", &plain)["error"],
+        "too_many_connections"
+    );
     assert!(v["message"]
         .as_str()
         .unwrap()

@@ -118,10 +118,21 @@ pub fn assert_401(what: &str, r: &HttpError) -> Value {
     v
 }
 
-/// Asserts a 429 with a JSON body and a `Retry-After` of at least one second.
+/// Asserts a load refusal with a `Retry-After` of at least one second: for the stream
+/// client (which accepts `text/event-stream`) a `busy` stream, for others a JSON 429. Returns
+/// `{"error", "message"}` either way (a busy event's `reason` is the 429's `error`).
 pub fn assert_429(what: &str, r: &HttpError) -> Value {
-    assert_eq!(r.status, 429, "{what}: {}", r.body);
-    let v = assert_json_4xx(what, r);
+    let v = match r.busy() {
+        Some(b) => {
+            let retry_ms = b["retry_ms"].as_u64().unwrap_or(0);
+            assert!(retry_ms >= 1000, "{what}: busy retry_ms {b}");
+            serde_json::json!({"error": b["reason"], "message": b["message"]})
+        }
+        None => {
+            assert_eq!(r.status, 429, "{what}: {}", r.body);
+            assert_json_4xx(what, r)
+        }
+    };
     let retry: u64 = r
         .headers
         .get("retry-after")
@@ -177,7 +188,7 @@ pub async fn open_eventually(base: &str, path: &str, headers: &[(String, String)
     loop {
         match Stream::open(base, path, headers).await {
             Ok(s) => return s,
-            Err(e) if e.status == 429 && tokio::time::Instant::now() < deadline => {
+            Err(e) if e.is_load() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(e) => panic!("GET {path}: {} {}", e.status, e.body),

@@ -385,3 +385,29 @@ async fn session_without_auth_is_404() {
     );
     Sse::open(&base_url(&gw), &path, None).await.unwrap();
 }
+
+/// Hardening #8.12: `exp` is the client's number. One beyond `i64::MAX` (or `SystemTime`'s
+/// range) once panicked the worker; it must mean "far future" on the stream and in the
+/// session cookie, never a panic or a cookie that expires in 1970.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exp_beyond_any_clock_is_far_future_not_a_panic() {
+    let mongo = Mongo::start("auth_huge_exp").await;
+    let gw = jwt_gateway(&mongo, &[]).await;
+    let base = base_url(&gw);
+    for exp in [json!(u64::MAX), json!(i64::MAX as u64 + 1), json!(1e19)] {
+        let tok = hs256(&json!({"sub": "alice", "exp": exp, "channels": ["logs:w1"]}));
+        let mut s = Stream::subscribe(&base, &["logs:w1"], &[bearer(&tok)]).await;
+        mongo.insert("w1", "f1", 1).await;
+        assert_eq!(s.next_event(WAIT).await.unwrap().seq(), 1, "exp {exp}");
+        drop(s);
+        let r = request(Method::POST, &base, "/v1/session", &[bearer(&tok)]).await;
+        assert_eq!(r.status, 204, "exp {exp}: {}", r.body);
+        for c in r.headers.get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            assert!(c.contains("Expires=Fri, 31 Dec 9999"), "exp {exp}: {c}");
+            assert!(!c.contains("Max-Age=0;"), "exp {exp}: {c}");
+        }
+        mongo.logs().delete_many(bson::doc! {}).await.unwrap();
+    }
+    gw.shutdown().await;
+}

@@ -39,6 +39,21 @@ pub fn real_uri() -> Option<String> {
     std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty())
 }
 
+/// A test that only mongo-sim can run (a fault or a size a real server does not let us set):
+/// with `MONGODB_URI` set it prints a loud SKIP and returns true, and under `CI=true` a skip is
+/// a failure, so a suite can never pass by not running.
+pub fn skip_unless_sim(test: &str, why: &str) -> bool {
+    if real_uri().is_none() {
+        return false;
+    }
+    let msg = format!("!!!!! SKIP {test}: {why} (MONGODB_URI is set) !!!!!");
+    eprintln!("{msg}");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}; CI=true: a skipped test is a failure");
+    }
+    true
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -330,12 +345,27 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A non-2xx answer.
+/// A non-2xx answer, or a `busy` stream (status 200, the busy event's JSON as the body).
 #[derive(Debug)]
 pub struct HttpError {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: String,
+}
+
+impl HttpError {
+    /// The `busy` event's JSON, if this was a busy stream.
+    pub fn busy(&self) -> Option<serde_json::Value> {
+        if self.status != 200 {
+            return None;
+        }
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// A refusal that retrying fixes: a JSON 503/429 or a busy stream.
+    pub fn is_load(&self) -> bool {
+        matches!(self.status, 429 | 503) || self.busy().is_some()
+    }
 }
 
 /// A GET that is not a stream: status, headers and body.
@@ -613,6 +643,36 @@ impl Sse {
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        // A `busy` answer (a load refusal told to an EventSource): a 200 stream that carries
+        // `Retry-After`, one `busy` event, and ends. Returned as the refusal it is, with the
+        // busy event's JSON as the body.
+        if resp.status().is_success() && headers.contains_key("retry-after") {
+            let bytes = within(WAIT, "a busy stream to end", resp.bytes())
+                .await
+                .unwrap_or_default();
+            let mut parser = Parser::new("");
+            parser.feed(&bytes);
+            let mut items = Vec::new();
+            while let Some(item) = parser.pop() {
+                items.push(item);
+            }
+            let busy = items
+                .iter()
+                .find_map(|i| match i {
+                    Item::Event(e) if e.event == "busy" => Some(e.data.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("a 200 with Retry-After that is not busy: {items:?}"));
+            assert!(
+                matches!(items.first(), Some(Item::Retry(_))),
+                "busy starts with retry: {items:?}"
+            );
+            return Err(HttpError {
+                status,
+                headers,
+                body: busy,
+            });
+        }
         if !resp.status().is_success() {
             let body = within(WAIT, "an error body", resp.text())
                 .await
@@ -827,7 +887,7 @@ pub async fn read_resuming_until(
                             break s;
                         }
                         // A browser retries after its reconnection delay.
-                        Err(e) if e.status == 503 => {
+                        Err(e) if e.is_load() => {
                             tokio::time::sleep(Duration::from_millis(50)).await
                         }
                         Err(e) => panic!("reconnecting from {last:?}: {} {}", e.status, e.body),

@@ -191,6 +191,14 @@ async fn bad_input_is_a_json_4xx() {
             "invalid_channel",
         ),
         (
+            // Decoded, `w1:x` would make the 4-segment channel `logs:w1:x:f1`.
+            "compat: encoded separator in workspace",
+            "/wfm/workflow/workspace/w1%3Ax/workflow/f1/logs/stream".into(),
+            vec![],
+            400,
+            "invalid_channel",
+        ),
+        (
             "compat: 129-byte workflow",
             format!("/wfm/workflow/workspace/w1/workflow/{seg129}/logs/stream"),
             vec![],
@@ -238,7 +246,9 @@ async fn bad_input_is_a_json_4xx() {
             "",
         ),
     ];
+    let mut ran = 0;
     for (what, path, headers, status, code) in &cases {
+        ran += 1;
         let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         let r = get(&base, path, &headers).await;
         let v = assert_json_4xx(what, &r);
@@ -252,6 +262,9 @@ async fn bad_input_is_a_json_4xx() {
             r.body.len()
         );
     }
+
+    // A runner over cases says how many it ran: a table that lost rows must not pass.
+    assert!(ran >= 31, "ran only {ran} hostile-input cases");
 
     // Other methods on a stream path are refused the same way.
     let r = http()

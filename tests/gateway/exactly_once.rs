@@ -162,7 +162,7 @@ impl Client {
                         Err(End::Ended(_)) => report.closed_before_response += 1,
                         other => panic!("client {}: the first frame is {other:?}", self.i),
                     },
-                    Err(e) if e.status == 503 => {
+                    Err(e) if e.is_load() => {
                         // Catch-ups are bounded; a browser retries after `retry:`. This is a
                         // reconnect delay, not a synchronization.
                         report.retried_busy += 1;

@@ -85,7 +85,7 @@ async fn clients_resume_on_a_new_gateway_without_loss() {
                                     s.expect_retry().await;
                                     break s;
                                 }
-                                Err(e) if e.status == 503 => {
+                                Err(e) if e.is_load() => {
                                     tokio::time::sleep(Duration::from_millis(50)).await
                                 }
                                 Err(e) => {
