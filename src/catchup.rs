@@ -25,6 +25,10 @@ use crate::tasks::Tasks;
 
 const BATCH: usize = 256;
 
+/// The most documents a polling catch-up replays (it must sort late documents, so it holds
+/// them); a position further behind gets a `gap` (`too_far_behind`).
+pub const MAX_POLL_CATCHUP: usize = 10_000;
+
 /// Where a catch-up stream (re)opens.
 enum Resume {
     After(mongodb::change_stream::event::ResumeToken),
@@ -42,6 +46,7 @@ pub struct CatchUps {
     poll_overlap: Duration,
     /// Catch-ups run as tracked tasks that stop at shutdown.
     tasks: Tasks,
+    stall: Duration,
 }
 
 #[derive(Debug)]
@@ -56,6 +61,9 @@ pub enum CatchUpError {
     ModeChanged,
     /// MongoDB is unreachable or failed otherwise.
     Failed(String),
+    /// A polling position more than [`MAX_POLL_CATCHUP`] documents behind: replaying it
+    /// would hold that many documents at once, so the client is told a gap instead.
+    TooFarBehind,
 }
 
 /// A running catch-up: events after the position, in order, ending at the subscription head.
@@ -87,30 +95,33 @@ impl CatchUp {
     }
 }
 
-/// How long a catch-up waits for its reader to take the next event. A client that asks for a
-/// long catch-up and then reads nothing would otherwise hold a slot for ever, and a few dozen
-/// of them would refuse every other reconnect.
-pub const STALL_AFTER: Duration = Duration::from_secs(15);
-
 /// Invalidates (a dropped database) a catch-up continues across before giving up.
 const MAX_INVALIDATES: usize = 16;
 
-/// Sends `ev` to the reader, or says why not: gone, stalled, or shutting down.
-async fn offer(
-    tx: &mpsc::Sender<Result<Arc<Event>, String>>,
-    ev: Result<Arc<Event>, String>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    tokio::select! {
-        r = tokio::time::timeout(STALL_AFTER, tx.send(ev)) => match r {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false, // the client went away
-            Err(_) => {
-                tracing::info!("catch-up reader stalled for {STALL_AFTER:?}; releasing its slot");
-                false
-            }
-        },
-        _ = shutdown.wait_for(|s| *s) => false,
+/// The end of a catch-up's channel, with how long it waits for its reader to take the next
+/// event (`SSE_CATCHUP_STALL_SECS`). A client that asks for a long catch-up and then reads
+/// nothing would otherwise hold a slot for ever, and a few dozen of them would refuse every
+/// other reconnect.
+struct Out {
+    tx: mpsc::Sender<Result<Arc<Event>, String>>,
+    stall: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Out {
+    /// Sends `ev` to the reader, or says why not: gone, stalled, or shutting down.
+    async fn offer(&mut self, ev: Result<Arc<Event>, String>) -> bool {
+        tokio::select! {
+            r = tokio::time::timeout(self.stall, self.tx.send(ev)) => match r {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false, // the client went away
+                Err(_) => {
+                    tracing::info!("catch-up reader stalled for {:?}; releasing its slot", self.stall);
+                    false
+                }
+            },
+            _ = self.shutdown.wait_for(|s| *s) => false,
+        }
     }
 }
 
@@ -122,6 +133,7 @@ impl CatchUps {
         max_waiting: usize,
         poll_overlap: Duration,
         tasks: Tasks,
+        stall: Duration,
     ) -> Self {
         CatchUps {
             db,
@@ -131,6 +143,7 @@ impl CatchUps {
             max_waiting,
             poll_overlap,
             tasks,
+            stall,
         }
     }
 
@@ -200,15 +213,23 @@ impl CatchUps {
         let fingerprint = until.fingerprint();
         let (opened_tx, opened_rx) = oneshot::channel();
         let (catchup, complete) = CatchUp::new(rx);
-        let mut shutdown = self.tasks.shutdown_signal();
+        let mut out = Out {
+            tx,
+            stall: self.stall,
+            shutdown: self.tasks.shutdown_signal(),
+        };
         self.tasks.spawn(async move {
             let _permit = permit;
             let mut rows: Vec<(ObjectId, usize, SourceSpec, Document)> = Vec::new();
             for (idx, spec, filter) in queries {
+                // One more than allowed: enough to know the position is too far behind, never
+                // the whole collection (a forged `p.<fp>.-.0` once read all of it).
+                let room = (MAX_POLL_CATCHUP + 1).saturating_sub(rows.len());
                 let found: mongodb::error::Result<Vec<Document>> = async {
                     db.collection::<Document>(&spec.collection)
                         .find(filter)
                         .sort(doc! {"_id": 1})
+                        .limit(room as i64)
                         .await?
                         .try_collect()
                         .await
@@ -219,9 +240,13 @@ impl CatchUps {
                         Some((d.get_object_id("_id").ok()?, idx, spec.clone(), d))
                     })),
                     Err(e) => {
-                        let _ = opened_tx.send(Err(e));
+                        let _ = opened_tx.send(Err(CatchUpError::Failed(e.to_string())));
                         return;
                     }
+                }
+                if rows.len() > MAX_POLL_CATCHUP {
+                    let _ = opened_tx.send(Err(CatchUpError::TooFarBehind));
+                    return;
                 }
             }
             let _ = opened_tx.send(Ok(()));
@@ -249,7 +274,7 @@ impl CatchUps {
                     Op::Insert,
                     &doc,
                 );
-                if !offer(&tx, Ok(Arc::new(ev)), &mut shutdown).await {
+                if !out.offer(Ok(Arc::new(ev))).await {
                     return;
                 }
             }
@@ -257,7 +282,7 @@ impl CatchUps {
         });
         match opened_rx.await {
             Ok(Ok(())) => Ok(catchup),
-            Ok(Err(e)) => Err(CatchUpError::Failed(e.to_string())),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(CatchUpError::Failed("catch-up task ended".into())),
         }
     }
@@ -300,7 +325,11 @@ impl CatchUps {
         let until = until.clone();
         let channels: Vec<Channel> = channels.to_vec();
         let (catchup, complete) = CatchUp::new(rx);
-        let mut shutdown = self.tasks.shutdown_signal();
+        let mut out = Out {
+            tx,
+            stall: self.stall,
+            shutdown: self.tasks.shutdown_signal(),
+        };
         self.tasks.spawn(async move {
             let _permit = permit;
             let open = |resume: Resume| {
@@ -368,7 +397,7 @@ impl CatchUps {
                     match reopened {
                         Ok(s) => stream = s.with_type::<Document>(),
                         Err(e) => {
-                            let _ = offer(&tx, Err(e.to_string()), &mut shutdown).await;
+                            let _ = out.offer(Err(e.to_string())).await;
                             return;
                         }
                     }
@@ -376,14 +405,14 @@ impl CatchUps {
                 }
                 let next = tokio::select! {
                     n = stream.next_if_any() => n,
-                    _ = shutdown.wait_for(|s| *s) => return,
-                    _ = tx.closed() => return, // the client went away
+                    _ = out.shutdown.wait_for(|s| *s) => return,
+                    _ = out.tx.closed() => return, // the client went away
                 };
                 let raw = match next {
                     Ok(Some(raw)) => raw,
                     Ok(None) => continue,
                     Err(e) => {
-                        let _ = offer(&tx, Err(e.to_string()), &mut shutdown).await;
+                        let _ = out.offer(Err(e.to_string())).await;
                         return;
                     }
                 };
@@ -402,7 +431,7 @@ impl CatchUps {
                 if !channels.iter().any(|c| ev.channel.is_within(c)) {
                     continue;
                 }
-                if !offer(&tx, Ok(Arc::new(ev)), &mut shutdown).await {
+                if !out.offer(Ok(Arc::new(ev))).await {
                     return;
                 }
             }

@@ -62,6 +62,9 @@ pub struct Config {
     pub catchup_concurrency: usize,
     /// `SSE_CATCHUP_QUEUE`: catch-ups that may wait for a slot before new ones get 503.
     pub catchup_queue: usize,
+    /// `SSE_CATCHUP_STALL_SECS`: how long a catch-up waits for its reader before it gives
+    /// up its slot and the connection ends (the client resumes).
+    pub catchup_stall: Duration,
     /// `SSE_MODE`, `SSE_PROBE_INTERVAL_SECS`, `SSE_POLL_INTERVAL_MS`, `SSE_POLL_OVERLAP_MS`.
     pub source: SourceConfig,
     /// `SSE_AUTH`.
@@ -138,6 +141,7 @@ pub const VARS: &[&str] = &[
     "SSE_MAX_CHANNELS",
     "SSE_CATCHUP_CONCURRENCY",
     "SSE_CATCHUP_QUEUE",
+    "SSE_CATCHUP_STALL_SECS",
     "SSE_MODE",
     "SSE_PROBE_INTERVAL_SECS",
     "SSE_POLL_INTERVAL_MS",
@@ -177,6 +181,7 @@ struct Raw {
     sse_max_channels: Option<String>,
     sse_catchup_concurrency: Option<String>,
     sse_catchup_queue: Option<String>,
+    sse_catchup_stall_secs: Option<String>,
     sse_mode: Option<String>,
     sse_probe_interval_secs: Option<String>,
     sse_poll_interval_ms: Option<String>,
@@ -509,6 +514,13 @@ impl Config {
                 0,
                 1_000_000,
             )?,
+            catchup_stall: Duration::from_secs(int(
+                "SSE_CATCHUP_STALL_SECS",
+                raw.sse_catchup_stall_secs.as_deref(),
+                15,
+                1,
+                3600,
+            )?),
             source,
             auth: access.auth,
             jwt: access.jwt,
@@ -592,6 +604,7 @@ impl fmt::Debug for Config {
             .field("max_channels", &self.max_channels)
             .field("catchup_concurrency", &self.catchup_concurrency)
             .field("catchup_queue", &self.catchup_queue)
+            .field("catchup_stall", &self.catchup_stall)
             .field("source", &self.source)
             .field("auth", &self.auth)
             .field("jwt", &self.jwt)

@@ -86,6 +86,16 @@ impl Delivered {
         }
     }
 
+    /// Records a document delivered at `pos` without an event (a starting poller's window).
+    pub fn record_key(&mut self, key: Arc<str>, pos: Position) {
+        if self.window.is_none() {
+            return;
+        }
+        if let Some(id) = key_object_id(&key) {
+            self.recent.insert((id, key), pos);
+        }
+    }
+
     /// Forgets what is older than the window before `head` (its cursor's time when polling,
     /// its cluster time on a change stream); late deliveries move to the late log.
     pub fn forget_before(&mut self, head: &Position) {

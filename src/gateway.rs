@@ -77,6 +77,7 @@ impl Gateway {
                 config.catchup_queue,
                 config.source.poll_overlap,
                 tasks.clone(),
+                config.catchup_stall,
             ),
             backlogs: Backlogs::new(
                 client.clone(),

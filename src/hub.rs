@@ -245,6 +245,15 @@ impl Hub {
         self.lock().delivered.track(window);
     }
 
+    /// Documents a starting source counts as delivered without publishing them (see
+    /// `Poller::take_baseline`), each at the position it stands at.
+    pub fn record_delivered(&self, delivered: Vec<(Arc<str>, Position)>) {
+        let mut inner = self.lock();
+        for (key, pos) in delivered {
+            inner.delivered.record_key(key, pos);
+        }
+    }
+
     /// The source could not continue from its last position (it fell off the oplog): what
     /// happened in between is unknown. Memory restarts at `start`, and every open connection
     /// is closed so that it reconnects, finds its position too old, and is told about the gap.

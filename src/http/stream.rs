@@ -163,6 +163,11 @@ async fn open(
     match std::mem::replace(&mut sub.start, Start::Live) {
         Start::Live => {
             conn.last_sent = max_position(r.resume.clone(), sub.head.clone());
+            if conn.last_sent > sub.head {
+                // Ahead of this gateway: another instance may be a few milliseconds further
+                // along, or the id is from a restored cluster or a stepped clock.
+                conn.ahead = Some(conn.last_sent.clone());
+            }
             if r.resume.is_none() && r.backlog > 0 {
                 backlog(state, &mut sub, &mut conn, r.backlog).await?;
             }
@@ -209,10 +214,15 @@ async fn open(
                         2,
                     ));
                 }
-                Err(e @ (CatchUpError::HistoryLost | CatchUpError::ModeChanged)) => {
+                Err(
+                    e @ (CatchUpError::HistoryLost
+                    | CatchUpError::ModeChanged
+                    | CatchUpError::TooFarBehind),
+                ) => {
                     state.hub.count_gap();
                     let (reason, message) = match e {
                         CatchUpError::HistoryLost => ("history_lost", "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed"),
+                        CatchUpError::TooFarBehind => ("too_far_behind", "the requested polling position is more documents behind than a catch-up replays; events between it and `resumed_at` are not sent"),
                         _ => ("mode_changed", "the requested position belongs to the other streaming mode (change stream / polling) and is older than this gateway's memory; events between it and `resumed_at` cannot be replayed"),
                     };
                     let gap = json!({
@@ -255,6 +265,9 @@ async fn open(
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
 }
+
+/// How long a resume position ahead of the head may wait for the head to reach it.
+pub const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Resolves at `deadline`; never without one.
 async fn until(deadline: Option<tokio::time::Instant>) {
@@ -420,6 +433,9 @@ struct Conn {
     heartbeat: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
     done: bool,
+    /// A resume position ahead of the head: wait up to [`AHEAD_WAIT`] for the head to reach
+    /// it, else tell the client a `gap` rather than stay silent until it does.
+    ahead: Option<Position>,
     /// Holds the connection's places in the limits; its deadline is the token's `exp`.
     pass: Pass,
     /// The client's socket, watched for its end: actix notices a client that went away only
@@ -437,6 +453,7 @@ impl Conn {
             hub: Arc::clone(&state.hub),
             frames: VecDeque::new(),
             catchup: None,
+            ahead: None,
             last_sent: sub.head.clone(),
             heartbeat,
             shutdown: state.hub.shutdown_signal(),
@@ -488,6 +505,10 @@ impl Conn {
             if self.done || *self.shutdown.borrow() {
                 return None;
             }
+            if let Some(target) = self.ahead.take() {
+                self.wait_until_reached(target, sub).await;
+                continue;
+            }
             if let Some(cu) = self.catchup.as_mut() {
                 tokio::select! {
                     ev = cu.events.recv() => match ev {
@@ -525,6 +546,39 @@ impl Conn {
                 _ = peer_gone(&mut self.peer) => self.done = true,
             }
         }
+    }
+
+    /// Waits for the head to reach a resume position that was ahead of it. Another instance
+    /// a little further along catches up within milliseconds; a position that is never
+    /// reached (a restored cluster, a clock step, a forged id) would mean silence for ever, so
+    /// after [`AHEAD_WAIT`] the client is told a `gap` and continues from the subscription
+    /// head — from which nothing queued is lost.
+    async fn wait_until_reached(&mut self, target: Position, sub: &Subscription) {
+        let reached = {
+            let hub = Arc::clone(&self.hub);
+            let wait = hub.wait_head(|h| h >= &target);
+            tokio::select! {
+                r = tokio::time::timeout(AHEAD_WAIT, wait) => matches!(r, Ok(true)),
+                _ = self.shutdown.changed() => { self.done = true; return; }
+                _ = peer_gone(&mut self.peer) => { self.done = true; return; }
+            }
+        };
+        if reached {
+            return;
+        }
+        self.hub.count_gap();
+        let gap = json!({
+            "reason": "position_ahead",
+            "message": "the requested position is ahead of everything MongoDB has told this gateway (a restored cluster, a clock step, or an id from elsewhere); events between `resumed_at` and it are sent, nothing before `resumed_at` can be",
+            "last_event_id": target.encode(),
+            "resumed_at": sub.head.encode(),
+        });
+        self.frames.push_back(sse::named_frame(
+            "gap",
+            Some(sub.head.encode()),
+            &gap.to_string(),
+        ));
+        self.last_sent = sub.head.clone();
     }
 
     /// A comment keeps proxies from timing the connection out; an `id:`-only message moves the

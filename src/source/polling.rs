@@ -44,7 +44,19 @@ pub struct Poller {
     late: u32,
     /// `(_id, source index)` delivered within the overlap window.
     seen: BTreeSet<(ObjectId, usize)>,
+    /// See [`Poller::take_baseline`].
+    baseline: Vec<(Arc<str>, Position)>,
     stats: Arc<PollStats>,
+}
+
+/// How far ahead of this gateway's clock an `_id` may move the polling cursor.
+const FUTURE_TOLERANCE_SECS: u32 = 2;
+
+fn now_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(0)
 }
 
 /// The smallest ObjectId of a second: the lower bound of a time window.
@@ -70,6 +82,7 @@ impl Poller {
             high: None,
             late: 0,
             seen: BTreeSet::new(),
+            baseline: Vec::new(),
             stats,
         }
     }
@@ -82,10 +95,12 @@ impl Poller {
         stats: Arc<PollStats>,
     ) -> mongodb::error::Result<Poller> {
         let mut p = Poller::new(db, sources, overlap, stats);
+        // Not past the horizon: a far-future `_id` must not place the window there.
+        let horizon = oid_at(now_secs().saturating_add(FUTURE_TOLERANCE_SECS + 1));
         for (i, spec) in p.sources.iter().enumerate() {
             let newest =
                 p.db.collection::<Document>(&spec.collection)
-                    .find_one(doc! {"_id": {"$type": "objectId"}})
+                    .find_one(doc! {"_id": {"$type": "objectId", "$lt": horizon}})
                     .sort(doc! {"_id": -1})
                     .projection(doc! {"_id": 1})
                     .await?;
@@ -96,14 +111,30 @@ impl Poller {
             }
             let _ = i;
         }
-        // Everything inside the window is already "seen".
+        // Everything inside the window is already "seen": a client connecting now starts
+        // after it. But a client resuming from an earlier gateway's id may not have it — it
+        // may have been written while no gateway polled — so these documents are reported as
+        // delivered at their own `_id` ([`Poller::take_baseline`]): a catch-up then sends each
+        // one that is after the client's position, instead of leaving it out as "not polled
+        // yet, it will arrive live" (it never would).
         let found = p.query_window().await?;
-        for (idx, _, doc) in found {
+        for (idx, coll, doc) in found {
             if let Ok(id) = doc.get_object_id("_id") {
                 p.seen.insert((id, idx));
+                let cursor = PollCursor::new(p.fingerprint, Some(id), 0);
+                p.baseline.push((
+                    document_key(&coll, &Bson::ObjectId(id)),
+                    Position::Polling(cursor),
+                ));
             }
         }
         Ok(p)
+    }
+
+    /// What [`Poller::start_now`] counted as delivered without delivering it, each at the
+    /// position of its own `_id`.
+    pub fn take_baseline(&mut self) -> Vec<(Arc<str>, Position)> {
+        std::mem::take(&mut self.baseline)
     }
 
     /// Continues after a change stream that reached cluster time `secs`: the window is re-read
@@ -203,8 +234,12 @@ impl Poller {
             .documents_found
             .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         let mut events = Vec::with_capacity(fresh.len());
+        let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
         for (id, idx, coll, doc) in fresh {
-            if self.high.is_none_or(|h| id > h) {
+            // One writer whose clock runs ahead must not move the window past everyone
+            // else's documents: beyond the horizon, a document is delivered as a late one
+            // (the cursor stays) and re-read with the window until time catches up with it.
+            if self.high.is_none_or(|h| id > h) && oid_secs(&id) <= horizon {
                 self.high = Some(id);
                 self.late = 0;
             } else {

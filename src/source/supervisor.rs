@@ -283,6 +283,7 @@ impl Supervisor {
             }
         };
         hub.source_started(poller.position(), self.polling_mode());
+        hub.record_delivered(poller.take_baseline());
         let probing = self.config.mode == SourceMode::Auto;
         let mut next_probe = Instant::now() + self.config.probe_interval;
         loop {
