@@ -219,7 +219,7 @@ mod tests {
         App::new().configure(routes)
     }
 
-    fn header<'a>(r: &'a actix_web::dev::ServiceResponse, name: header::HeaderName) -> &'a str {
+    fn header(r: &actix_web::dev::ServiceResponse, name: header::HeaderName) -> &str {
         r.headers()
             .get(&name)
             .unwrap_or_else(|| panic!("no {name} header"))
