@@ -18,6 +18,8 @@ const STORE_MAX_LINES = 10_000; // kept across reloads
 const STORE_MAX_CHARS = 3_000_000; // sessionStorage holds about 5 M characters per origin
 const BACKLOG = 200;
 const LEVELS = ['debug', 'info', 'warning', 'error', 'critical'];
+/** Refusals for load (the gateway's `busy` event or a 503/429): worth saying "busy". */
+const LOAD_REASONS = new Set(['busy', 'catchup_busy', 'not_ready', 'mongodb_unavailable', 'too_many_connections', 'too_many_connections_for_subject', 'rate_limited', 'http_503', 'http_429']);
 const LEVEL_ALIASES = { warn: 'warning', err: 'error', fatal: 'critical', crit: 'critical', trace: 'debug' };
 
 const $ = (id) => document.getElementById(id);
@@ -336,7 +338,7 @@ function showStatus(s) {
       break;
     case 'reconnecting': {
       const inS = s.retryInMs != null ? ` in ${Math.max(1, Math.round(s.retryInMs / 1000))} s` : '';
-      text = s.reason === 'catchup_busy' || s.reason === 'busy' || s.reason === 'not_ready' ? `Gateway busy, reconnecting${inS}` : `Reconnecting${inS}…`;
+      text = LOAD_REASONS.has(s.reason) ? `Gateway busy, reconnecting${inS}` : `Reconnecting${inS}…`;
       break;
     }
     case 'auth_expired':

@@ -23,7 +23,7 @@ import {
 } from './harness.js';
 
 export const ARTIFACTS = path.join(ROOT, 'target', 'browser-artifacts');
-const EXPECTED_TESTS = 12;
+const EXPECTED_TESTS = 13;
 let ran = 0;
 
 const missing = browserMissing();
@@ -274,11 +274,32 @@ function suite() {
     });
   }
 
-  // TODO(busy): the gateway's `busy` event (200 text/event-stream, `retry:`, `event: busy`,
-  // then the end of the stream) is not on this branch yet. Until it is, the test proxy sends
-  // exactly that contract; once merged, force a real `catchup_busy` here instead
-  // (SSE_CATCHUP_CONCURRENCY=1, SSE_CATCHUP_QUEUE=0 and two resuming pages).
-  test('a busy event from an overloaded gateway: reconnecting, then live, nothing lost', async () => {
+  test("the gateway's busy event (connection limit reached): reconnecting until a place frees, then live", async () => {
+    // One stream in all: a second page is refused for load, which the gateway tells an
+    // EventSource with a 200 stream (`retry:`, `event: busy`, end) it reconnects from by itself.
+    const own = gateway({ mongoUri: sim.uri, db, port: await freePort(), env: { SSE_MAX_CONNECTIONS: '1' } });
+    await own.start();
+    try {
+      const { page: first } = await openPage(`${own.origin}/?channel=logs:limit:f1`);
+      await waitState(first, 'live');
+      const { page: second } = await openPage(`${own.origin}/?channel=logs:limit:f1`);
+      await second.waitForFunction(() => window.__states.some((s) => s.startsWith('reconnecting|Gateway busy')), null, { timeout: WAIT_MS });
+      await writer.insert({ workspace: 'limit', workflow: 'f1', from: 0, count: 30 });
+      await waitLines(first, 30);
+      await first.close(); // frees the place
+      await waitState(second, 'live');
+      await writer.insert({ workspace: 'limit', workflow: 'f1', from: 30, count: 10 });
+      await waitLines(second, 40);
+      // The backlog (200) on its first successful open brought the 30 written meanwhile.
+      await assertExactly(second, 0, 40, 'after busy');
+      await second.close();
+    } finally {
+      await own.stop();
+    }
+    ran++;
+  });
+
+  test('the busy contract through a proxy: reconnecting with the reason, then live, nothing lost', async () => {
     const proxy = await startProxy(gw.port);
     try {
       const { page } = await openPage(`${proxy.origin}/?channel=logs:busy:f1`);
