@@ -3,6 +3,7 @@
 //! everything else.
 
 pub mod access_log;
+pub mod assets;
 pub mod cors;
 pub mod error;
 pub mod gate;
@@ -46,6 +47,7 @@ pub struct AppState {
 pub struct ConnSocket(pub Arc<socket2::Socket>);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    assets::routes(cfg);
     cfg.route("/v1/stream", web::get().to(stream::stream))
         .route(
             "/wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream",
