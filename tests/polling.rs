@@ -1045,3 +1045,116 @@ async fn transient_errors_do_not_switch_to_polling() {
     assert_eq!(Stats::get(&gw.source_stats.poll.polls), 0);
     gw.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hardening
+
+/// #3: writes made while a polling gateway restarts used to be lost for every client resuming
+/// with its id (the new poller counted its first window as delivered, and the catch-up left
+/// those documents out as "still to come live"). Now the catch-up sends them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_during_a_polling_restart_reach_resuming_clients() {
+    let Some(mongo) = standalone("poll_restart").await else {
+        return;
+    };
+    let gw = start_gateway(&mongo, &vars(&[])).await;
+    let base = base_url(&gw);
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    expect_mode(&mut sse).await;
+    mongo.insert("w1", "f1", 0).await;
+    let last = data(&mut sse, 1).await.remove(0).id;
+    drop(sse);
+    gw.shutdown().await;
+
+    // Twenty writes while no gateway polls, inside the next gateway's overlap window.
+    for seq in 1..=20 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    let gw = start_gateway(&mongo, &vars(&[])).await;
+    let base = base_url(&gw);
+    let mut resumed = Sse::subscribe(&base, &["logs:w1"], Some(&last)).await;
+    expect_mode(&mut resumed).await;
+    let got = data(&mut resumed, 20).await;
+    assert_eq!(seqs(&got), (1..=20).collect::<Vec<_>>());
+    assert_ids_increase(&got);
+    // A client without an id starts from now, and both continue live, once.
+    let mut fresh = Sse::subscribe(&base, &["logs:w1"], None).await;
+    expect_mode(&mut fresh).await;
+    mongo.insert("w1", "f1", 21).await;
+    assert_eq!(seqs(&data(&mut resumed, 1).await), vec![21]);
+    assert_eq!(seqs(&data(&mut fresh, 1).await), vec![21]);
+    for s in [&mut resumed, &mut fresh] {
+        s.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+            .await;
+    }
+    gw.shutdown().await;
+}
+
+/// #4: one document from a writer whose clock runs an hour ahead used to stop live polling
+/// until the clock caught up (the cursor jumped an hour, and every normal insert was below
+/// its window). Now it is delivered, and so is everything after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_future_dated_object_id_does_not_stop_polling() {
+    let Some(mongo) = standalone("poll_future").await else {
+        return;
+    };
+    let gw = start_gateway(&mongo, &vars(&[])).await;
+    let base = base_url(&gw);
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    expect_mode(&mut sse).await;
+    let hour_ahead = bson::oid::ObjectId::from_bytes({
+        let mut b = bson::oid::ObjectId::new().bytes();
+        let secs = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) + 3600;
+        b[..4].copy_from_slice(&secs.to_be_bytes());
+        b
+    });
+    let mut doc = log_doc("w1", "f1", 0);
+    doc.insert("_id", hour_ahead);
+    mongo.logs().insert_one(doc).await.unwrap();
+    assert_eq!(seqs(&data(&mut sse, 1).await), vec![0]);
+    for seq in 1..=5 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    let got = data(&mut sse, 5).await;
+    assert_eq!(seqs(&got), (1..=5).collect::<Vec<_>>());
+    assert_ids_increase(&got);
+    // And a resume from the future document's id misses nothing after it.
+    let mut resumed = Sse::subscribe(&base, &["logs:w1"], Some(&got[0].id)).await;
+    expect_mode(&mut resumed).await;
+    assert_eq!(seqs(&data(&mut resumed, 4).await), vec![2, 3, 4, 5]);
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    gw.shutdown().await;
+}
+
+/// #5: a forged `p.<fingerprint>.-.0` (the fingerprint is in every id a client sees) used to
+/// read the whole collection into memory for one request. Now a polling catch-up replays at
+/// most 10 000 documents and a position further behind gets a `gap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_polling_id_from_the_beginning_is_a_gap_not_the_collection() {
+    let Some(mongo) = standalone("poll_forged").await else {
+        return;
+    };
+    let gw = start_gateway(&mongo, &vars(&[("SSE_HISTORY_EVENTS", "10")])).await;
+    let base = base_url(&gw);
+    for chunk in 0..11 {
+        let docs = (0..1000)
+            .map(|i| log_doc("w1", "f1", chunk * 1000 + i))
+            .collect();
+        mongo.insert_many(docs).await;
+    }
+    eventually(WAIT, "the poller to deliver all 11 000", || {
+        (Stats::get(&gw.hub.stats.events_published) >= 11_000).then_some(())
+    })
+    .await;
+    let forged = format!("p.{:08X}.-.0", sources_fingerprint(["logs"]));
+    let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&forged)).await;
+    expect_mode(&mut r).await;
+    let gap = r.next_event(WAIT).await.unwrap();
+    assert_eq!(gap.event, "gap", "{gap:?}");
+    let v = json_of(&gap);
+    assert_eq!(v["reason"], "too_far_behind", "{v}");
+    mongo.insert("w1", "f1", 99_999).await;
+    assert_eq!(seqs(&data(&mut r, 1).await), vec![99_999]);
+    gw.shutdown().await;
+}
