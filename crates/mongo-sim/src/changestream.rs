@@ -3,7 +3,11 @@
 //! into change events shaped like MongoDB 7.0's. The position advances over entries that do not
 //! match, and `postBatchResumeToken` reports it, so a consumer of a quiet collection in a busy
 //! database still makes progress it can resume from.
+//!
+//! A batch carries at most 16 MiB of events (the rest waits for the next `getMore`), as on
+//! MongoDB, because drivers refuse a reply over the 48 MB message limit.
 
+use crate::cursor::BatchBytes;
 use crate::error::{codes, CommandError, CommandResult};
 use crate::oplog::Oplog;
 use crate::oplog::{decode_token, token_doc, Entry, OpKind, TokenKind};
@@ -203,7 +207,8 @@ impl ChangeStream {
         self.finished
     }
 
-    /// Reads up to `max` events (an entry that ends in an invalidate may add one more).
+    /// Reads up to `max` events and at most 16 MiB of them (an entry that ends in an
+    /// invalidate may add one more).
     pub fn next_batch(
         &mut self,
         oplog: &Oplog,
@@ -232,22 +237,29 @@ impl ChangeStream {
             return Ok(self.through_pipeline(inv)?.into_iter().collect());
         }
         let mut out = Vec::new();
+        let mut bytes = BatchBytes::default();
         for entry in oplog.from_seq(self.next_seq) {
             if out.len() >= max.max(1) {
                 break;
             }
-            self.next_seq = entry.seq + 1;
-            self.last_token = entry.token();
-            if !self.in_scope(entry) {
+            let event = match self.in_scope(entry) {
+                true => self.event_for(entry, dbs)?,
+                false => None,
+            };
+            let Some((event, invalidates)) = event else {
+                self.next_seq = entry.seq + 1;
+                self.last_token = entry.token();
                 continue;
-            }
-            let (event, invalidates) = match self.event_for(entry, dbs)? {
-                Some(e) => e,
-                None => continue,
             };
             if let Some(e) = self.through_pipeline(event)? {
+                if !bytes.try_add(bson_size(&e)) {
+                    // Not consumed: the next batch starts with this entry.
+                    break;
+                }
                 out.push(e);
             }
+            self.next_seq = entry.seq + 1;
+            self.last_token = entry.token();
             if invalidates {
                 let inv = invalidate_event(entry);
                 self.last_token = token_doc(entry.ts, entry.seq, TokenKind::Invalidate);
@@ -374,6 +386,11 @@ impl ChangeStream {
         };
         Ok(Some((ev, invalidates)))
     }
+}
+
+fn bson_size(d: &Document) -> usize {
+    let mut buf = Vec::new();
+    d.to_writer(&mut buf).map_or(0, |_| buf.len())
 }
 
 /// The invalidate that follows `entry` (a drop, rename or dropDatabase); its token sorts right

@@ -1,5 +1,6 @@
 //! Change streams through the official Rust driver: scopes, event shapes, invalidation,
-//! resuming, the postBatchResumeToken, lost history and awaitData getMores.
+//! resuming, the postBatchResumeToken, lost history, awaitData getMores, and MongoDB's size
+//! limits.
 
 mod common;
 
@@ -9,7 +10,10 @@ use futures::StreamExt;
 use mongo_sim::SimConfig;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::options::FullDocumentType;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A guard against a hang, not a timing assertion: events here arrive in milliseconds.
@@ -612,5 +616,77 @@ async fn a_waiting_get_more_is_woken_by_a_write() {
     let ev = next(&mut cs).await;
     assert_eq!(key_ids(&[ev]), [1]);
     writer.await.unwrap();
+    env.cleanup().await;
+}
+
+/// `(command, documents, bytes)` of every change-stream batch the client receives.
+type Batches = Arc<Mutex<Vec<(String, usize, usize)>>>;
+
+async fn batch_recording_client(env: &TestEnv) -> (mongodb::Client, Batches) {
+    let batches: Batches = Arc::default();
+    let sink = batches.clone();
+    let client = env
+        .client_with(|o| {
+            o.command_event_handler = Some(EventHandler::callback(move |ev: CommandEvent| {
+                let CommandEvent::Succeeded(s) = ev else {
+                    return;
+                };
+                let Ok(cursor) = s.reply.get_document("cursor") else {
+                    return;
+                };
+                let batch = cursor
+                    .get_array("firstBatch")
+                    .or_else(|_| cursor.get_array("nextBatch"));
+                if let Ok(batch) = batch {
+                    let bytes = batch
+                        .iter()
+                        .map(|d| bson::to_vec(d.as_document().unwrap()).unwrap().len())
+                        .sum();
+                    sink.lock()
+                        .unwrap()
+                        .push((s.command_name.clone(), batch.len(), bytes));
+                }
+            }));
+        })
+        .await;
+    (client, batches)
+}
+
+#[tokio::test]
+async fn one_megabyte_events_arrive_in_batches_of_at_most_16_mib() {
+    let env = TestEnv::start("cs_big_batches").await;
+    let (client, batches) = batch_recording_client(&env).await;
+    let coll = client.database(env.db.name()).collection::<Document>("c");
+    // Reads the events through getMores as they are written...
+    let mut live = coll.watch().await.unwrap();
+    let before = live.resume_token().unwrap();
+    let pad = "p".repeat(1_000_000);
+    coll.insert_many((0..60).map(|i| doc! {"_id": i, "pad": &pad}))
+        .await
+        .unwrap();
+    let all: Vec<i32> = (0..60).collect();
+    assert_eq!(key_ids(&next_n(&mut live, 60).await), all);
+    // ...and from the history at once, where the aggregate's first batch could hold them all.
+    let mut resumed = coll.watch().resume_after(before).await.unwrap();
+    assert_eq!(key_ids(&next_n(&mut resumed, 60).await), all);
+
+    let batches = batches.lock().unwrap().clone();
+    let limit = 16 * 1024 * 1024;
+    assert!(
+        batches.iter().all(|(_, _, bytes)| *bytes <= limit),
+        "{batches:?}"
+    );
+    let delivered: usize = batches.iter().map(|(_, n, _)| n).sum();
+    assert_eq!(delivered, 120, "{batches:?}");
+    assert!(
+        batches
+            .iter()
+            .any(|(cmd, n, _)| cmd == "aggregate" && *n > 0),
+        "the resumed stream's first batch carries events: {batches:?}"
+    );
+    assert!(
+        batches.iter().filter(|(_, n, _)| *n > 0).count() >= 8,
+        "60 MB in 16 MiB batches, twice: {batches:?}"
+    );
     env.cleanup().await;
 }
