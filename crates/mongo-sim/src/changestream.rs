@@ -4,8 +4,10 @@
 //! match, and `postBatchResumeToken` reports it, so a consumer of a quiet collection in a busy
 //! database still makes progress it can resume from.
 //!
-//! A batch carries at most 16 MiB of events (the rest waits for the next `getMore`), as on
-//! MongoDB, because drivers refuse a reply over the 48 MB message limit.
+//! Batches and events obey MongoDB's size limits, because drivers enforce them too: a batch
+//! carries at most 16 MiB of events (the rest waits for the next `getMore`), so a reply never
+//! exceeds the 48 MB message limit; and an event larger than the server's own BSON limit fails
+//! the stream with `BSONObjectTooLarge`, as it does on MongoDB, where it cannot be sent at all.
 
 use crate::cursor::BatchBytes;
 use crate::error::{codes, CommandError, CommandResult};
@@ -14,6 +16,7 @@ use crate::oplog::{decode_token, token_doc, Entry, OpKind, TokenKind};
 use crate::query::pipeline::Pipeline;
 use crate::state::State;
 use crate::store::Database;
+use crate::wire::MAX_INTERNAL_BSON_OBJECT_SIZE;
 use bson::{doc, Bson, Document, Timestamp};
 use std::collections::BTreeMap;
 
@@ -106,6 +109,15 @@ impl ChangeStream {
         };
         for stage in rest {
             if let Some(name) = stage.keys().next() {
+                if name == "$changeStreamSplitLargeEvent" {
+                    // Accepting it and never splitting would turn a large event into a silent
+                    // BSONObjectTooLarge later; refusing says so up front, as a server without
+                    // the stage (before 6.0.9) does.
+                    return Err(CommandError::new(
+                        codes::UNRECOGNIZED_PIPELINE_STAGE,
+                        "Unrecognized pipeline stage name: '$changeStreamSplitLargeEvent' (mongo-sim does not split large change events; an event over 16MB fails the stream with BSONObjectTooLarge)",
+                    ));
+                }
                 if name.starts_with('$')
                     && !ALLOWED_STAGES.contains(&name.as_str())
                     && is_known_stage(name)
@@ -252,7 +264,11 @@ impl ChangeStream {
                 continue;
             };
             if let Some(e) = self.through_pipeline(event)? {
-                if !bytes.try_add(bson_size(&e)) {
+                let len = bson_size(&e);
+                if len > MAX_INTERNAL_BSON_OBJECT_SIZE {
+                    return Err(too_large(&e, len));
+                }
+                if !bytes.try_add(len) {
                     // Not consumed: the next batch starts with this entry.
                     break;
                 }
@@ -391,6 +407,22 @@ impl ChangeStream {
 fn bson_size(d: &Document) -> usize {
     let mut buf = Vec::new();
     d.to_writer(&mut buf).map_or(0, |_| buf.len())
+}
+
+/// MongoDB's failure for an event it cannot serialize: the message names the event's token, so
+/// a consumer can tell which event to skip (for instance by `startAtOperationTime` just past it).
+fn too_large(event: &Document, len: usize) -> CommandError {
+    let data = event
+        .get_document("_id")
+        .ok()
+        .and_then(|t| t.get_str("_data").ok())
+        .unwrap_or_default();
+    CommandError::new(
+        codes::BSON_OBJECT_TOO_LARGE,
+        format!(
+            "BSONObj size: {len} ({len:#X}) is invalid. Size must be between 0 and {MAX_INTERNAL_BSON_OBJECT_SIZE}(16MB) First element: _id: {{ _data: \"{data}\" }}"
+        ),
+    )
 }
 
 /// The invalidate that follows `entry` (a drop, rename or dropDatabase); its token sorts right

@@ -1,15 +1,16 @@
 //! Change streams through the official Rust driver: scopes, event shapes, invalidation,
 //! resuming, the postBatchResumeToken, lost history, awaitData getMores, and MongoDB's size
-//! limits.
+//! limits (16 MiB batches, events too large to send).
 
 mod common;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, Timestamp};
 use common::{command_error, token_data, TestEnv};
 use futures::StreamExt;
 use mongo_sim::SimConfig;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
+use mongodb::error::{Error, ErrorKind};
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::FullDocumentType;
@@ -619,6 +620,37 @@ async fn a_waiting_get_more_is_woken_by_a_write() {
     env.cleanup().await;
 }
 
+/// The message of a command error.
+fn error_message(e: &Error) -> String {
+    match &*e.kind {
+        ErrorKind::Command(c) => c.message.clone(),
+        other => panic!("expected a command error, got {other:?}"),
+    }
+}
+
+/// The error a stream fails with, whether the server reports it to the `aggregate` that opens
+/// the stream or to a later `getMore` (MongoDB does either, depending on when it meets it).
+async fn stream_error<T>(opened: mongodb::error::Result<ChangeStream<T>>) -> Error
+where
+    T: serde::de::DeserializeOwned + Unpin + Send + Sync,
+{
+    match opened {
+        Err(e) => e,
+        Ok(mut cs) => tokio::time::timeout(EVENT_DEADLINE, cs.next())
+            .await
+            .expect("the stream neither failed nor delivered")
+            .expect("change stream ended")
+            .err()
+            .expect("the stream delivered an event instead of failing"),
+    }
+}
+
+/// The cluster-time prefix every resume token starts with, MongoDB's and mongo-sim's alike:
+/// `82`, then the time's seconds and increment as 8 uppercase hex digits each.
+fn time_prefix(ts: Timestamp) -> String {
+    format!("82{:08X}{:08X}", ts.time, ts.increment)
+}
+
 /// `(command, documents, bytes)` of every change-stream batch the client receives.
 type Batches = Arc<Mutex<Vec<(String, usize, usize)>>>;
 
@@ -688,5 +720,88 @@ async fn one_megabyte_events_arrive_in_batches_of_at_most_16_mib() {
         batches.iter().filter(|(_, n, _)| *n > 0).count() >= 8,
         "60 MB in 16 MiB batches, twice: {batches:?}"
     );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_over_16_mib_fails_the_stream_with_bson_object_too_large() {
+    let env = TestEnv::start("cs_too_large").await;
+    let coll = env.coll("c");
+    let mut lookup = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut plain = coll.watch().await.unwrap().with_type::<Document>();
+    let half = "h".repeat(8_000_000);
+    coll.insert_one(doc! {"_id": 1, "a": &half}).await.unwrap();
+    let insert = next(&mut lookup).await;
+    assert_eq!(op(&insert), "insert");
+    assert_eq!(op(&next(&mut plain).await), "insert");
+
+    // An 8 MB change to a 16 MB document: with the looked-up document the event is 24 MB.
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"b": &half}})
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let err = tokio::time::timeout(EVENT_DEADLINE, lookup.next())
+        .await
+        .expect("no answer")
+        .expect("change stream ended")
+        .unwrap_err();
+    assert_eq!(command_error(&err), (10334, "BSONObjectTooLarge".into()));
+    let msg = error_message(&err);
+    assert!(msg.contains("BSONObj size: "), "{msg}");
+
+    // Without the post-image the same update is 8 MB and arrives.
+    let update = next(&mut plain).await;
+    assert_eq!(op(&update), "update");
+    assert_eq!(op(&next(&mut plain).await), "insert");
+    let at = match update.get("clusterTime") {
+        Some(Bson::Timestamp(t)) => *t,
+        other => panic!("clusterTime {other:?}"),
+    };
+    if env.is_sim() {
+        // The message names the event, so a consumer can tell which one to step over.
+        assert!(
+            msg.contains(&format!("_data: \"{}", time_prefix(at))),
+            "{msg}"
+        );
+    }
+
+    // Resuming runs into it again: the driver does not resume this error by itself.
+    let insert_token: ResumeToken = bson::from_bson(insert.get("_id").unwrap().clone()).unwrap();
+    let again = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .resume_after(insert_token)
+        .await;
+    assert_eq!(command_error(&stream_error(again).await).0, 10334);
+    // Starting just past it skips exactly that event.
+    let mut past = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .start_at_operation_time(Timestamp {
+            time: at.time,
+            increment: at.increment + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&[next(&mut past).await]), [2]);
+
+    // Splitting large events is MongoDB 7.0's way out; mongo-sim refuses the stage rather than
+    // accept it and still fail.
+    let split = coll
+        .watch()
+        .pipeline([doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await;
+    if env.is_sim() {
+        let err = split.unwrap_err();
+        assert_eq!(command_error(&err).0, 40324);
+        assert!(error_message(&err).contains("mongo-sim"), "{err}");
+    } else {
+        split.expect("MongoDB 7.0 has $changeStreamSplitLargeEvent");
+    }
     env.cleanup().await;
 }

@@ -332,7 +332,7 @@ pub async fn get_more(shared: &Arc<Shared>, body: &Document, db: &str) -> Comman
                         Ok(b) => b,
                         Err(e) => {
                             cursors.remove(id);
-                            return Err(e);
+                            return Err(e.with_context("Executor error during getMore"));
                         }
                     };
                     let finished = cs.is_finished();
