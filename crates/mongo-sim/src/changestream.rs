@@ -3,13 +3,22 @@
 //! into change events shaped like MongoDB 7.0's. The position advances over entries that do not
 //! match, and `postBatchResumeToken` reports it, so a consumer of a quiet collection in a busy
 //! database still makes progress it can resume from.
+//!
+//! Batches and events obey MongoDB's size limits, because drivers enforce them too: a batch
+//! carries at most 16 MiB of events (the rest waits for the next `getMore`), so a reply never
+//! exceeds the 48 MB message limit; and an event larger than the server's own BSON limit fails
+//! the stream with `BSONObjectTooLarge`, as it does on MongoDB, where it cannot be sent at all.
 
+use crate::cursor::BatchBytes;
 use crate::error::{codes, CommandError, CommandResult};
-use crate::oplog::Oplog;
-use crate::oplog::{decode_token, token_doc, Entry, OpKind, TokenKind};
+use crate::oplog::{
+    decode_token, document_key_bytes, token_doc, ts_before, Entry, OpKind, Oplog, TokenKind,
+    TokenPos,
+};
 use crate::query::pipeline::Pipeline;
 use crate::state::State;
 use crate::store::Database;
+use crate::wire::MAX_INTERNAL_BSON_OBJECT_SIZE;
 use bson::{doc, Bson, Document, Timestamp};
 use std::collections::BTreeMap;
 
@@ -60,6 +69,9 @@ pub struct ChangeStream {
     pipeline: Pipeline,
     /// The next oplog sequence number to read.
     next_seq: u64,
+    /// Entries before this cluster time are not this stream's (`startAtOperationTime`, or a
+    /// resume from a high-water mark), even when they come after `next_seq`.
+    min_ts: Timestamp,
     /// The resume token of the last position scanned (the postBatchResumeToken).
     last_token: Document,
     /// An invalidate was delivered: the cursor is exhausted.
@@ -67,6 +79,9 @@ pub struct ChangeStream {
     /// The invalidate owed to a stream resumed from the very event that invalidates it (a
     /// drop or rename): MongoDB delivers it first thing, so a resume cannot step past it.
     pending_invalidate: Option<Document>,
+    /// The token this stream resumed from, when it names an event: the first batch checks that
+    /// the event is still there, as MongoDB only resumes from a token it finds in the oplog.
+    verify: Option<TokenPos>,
 }
 
 impl ChangeStream {
@@ -102,6 +117,15 @@ impl ChangeStream {
         };
         for stage in rest {
             if let Some(name) = stage.keys().next() {
+                if name == "$changeStreamSplitLargeEvent" {
+                    // Accepting it and never splitting would turn a large event into a silent
+                    // BSONObjectTooLarge later; refusing says so up front, as a server without
+                    // the stage (before 6.0.9) does.
+                    return Err(CommandError::new(
+                        codes::UNRECOGNIZED_PIPELINE_STAGE,
+                        "Unrecognized pipeline stage name: '$changeStreamSplitLargeEvent' (mongo-sim does not split large change events; an event over 16MB fails the stream with BSONObjectTooLarge)",
+                    ));
+                }
                 if name.starts_with('$')
                     && !ALLOWED_STAGES.contains(&name.as_str())
                     && is_known_stage(name)
@@ -128,7 +152,11 @@ impl ChangeStream {
             ));
         }
         let oplog = &state.oplog;
-        let mut resumed_from_event = None;
+        let mut verify = None;
+        let mut min_ts = Timestamp {
+            time: 0,
+            increment: 0,
+        };
         let (next_seq, last_token) = match given.first().copied() {
             Some(key @ ("resumeAfter" | "startAfter")) => {
                 let raw = options.get(key).cloned().unwrap_or(Bson::Null);
@@ -143,10 +171,12 @@ impl ChangeStream {
                     Bson::Document(d) => d,
                     _ => Document::new(),
                 };
-                if pos.kind == TokenKind::Event {
-                    resumed_from_event = Some(pos.seq);
+                let next = oplog.resume_after(&pos)?;
+                match pos.kind {
+                    TokenKind::HighWaterMark => min_ts = pos.ts,
+                    TokenKind::Event | TokenKind::Invalidate => verify = Some(pos),
                 }
-                (oplog.resume_after(&pos)?, token)
+                (next, token)
             }
             Some(_) => {
                 let ts = match options.get("startAtOperationTime") {
@@ -158,28 +188,32 @@ impl ChangeStream {
                     }
                 };
                 let next = oplog.start_at(ts)?;
+                min_ts = ts;
                 (
                     next,
-                    token_doc(ts, next.saturating_sub(1), TokenKind::Event),
+                    token_doc(ts, next.saturating_sub(1), TokenKind::HighWaterMark, None),
                 )
             }
-            None => (oplog.head_seq() + 1, oplog.last().token()),
+            None => (oplog.head_seq() + 1, oplog.last().high_water_mark()),
         };
         let mut stream = ChangeStream {
             scope,
             full_document,
             pipeline,
             next_seq,
+            min_ts,
             last_token,
             finished: false,
             pending_invalidate: None,
+            verify: None,
         };
-        if let Some(seq) = resumed_from_event {
-            let entry = oplog.from_seq(seq).next().filter(|e| e.seq == seq);
+        if let Some(pos) = verify.as_ref().filter(|p| p.kind == TokenKind::Event) {
+            let entry = oplog.get(pos.seq);
             if let Some(e) = entry.filter(|e| stream.in_scope(e) && stream.invalidated_by(&e.op)) {
                 stream.pending_invalidate = Some(invalidate_event(e));
             }
         }
+        stream.verify = verify;
         Ok(stream)
     }
 
@@ -203,7 +237,8 @@ impl ChangeStream {
         self.finished
     }
 
-    /// Reads up to `max` events (an entry that ends in an invalidate may add one more).
+    /// Reads up to `max` events and at most 16 MiB of them (an entry that ends in an
+    /// invalidate may add one more).
     pub fn next_batch(
         &mut self,
         oplog: &Oplog,
@@ -226,31 +261,54 @@ impl ChangeStream {
                 ),
             ));
         }
+        if let Some(pos) = self.verify.take() {
+            check_resume_token(oplog, &pos)?;
+        }
         if let Some(inv) = self.pending_invalidate.take() {
             self.last_token = inv.get_document("_id").cloned().unwrap_or_default();
             self.finished = true;
             return Ok(self.through_pipeline(inv)?.into_iter().collect());
         }
         let mut out = Vec::new();
+        let mut bytes = BatchBytes::default();
         for entry in oplog.from_seq(self.next_seq) {
             if out.len() >= max.max(1) {
                 break;
             }
-            self.next_seq = entry.seq + 1;
-            self.last_token = entry.token();
-            if !self.in_scope(entry) {
+            if ts_before(entry.ts, self.min_ts) {
+                self.next_seq = entry.seq + 1;
                 continue;
             }
-            let (event, invalidates) = match self.event_for(entry, dbs)? {
-                Some(e) => e,
-                None => continue,
+            let event = match self.in_scope(entry) {
+                true => self.event_for(entry, dbs)?,
+                false => None,
             };
-            if let Some(e) = self.through_pipeline(event)? {
-                out.push(e);
+            let Some((event, invalidates)) = event else {
+                self.next_seq = entry.seq + 1;
+                self.last_token = entry.high_water_mark();
+                continue;
+            };
+            match self.through_pipeline(event)? {
+                Some(e) => {
+                    let len = bson_size(&e);
+                    if len > MAX_INTERNAL_BSON_OBJECT_SIZE {
+                        return Err(too_large(&e, len));
+                    }
+                    if !bytes.try_add(len) {
+                        // Not consumed: the next batch starts with this entry.
+                        break;
+                    }
+                    // A batch that ends on an event reports that event's own token, as
+                    // MongoDB does; a high-water mark only once the scan has moved past it.
+                    self.last_token = e.get_document("_id").cloned().unwrap_or_default();
+                    out.push(e);
+                }
+                None => self.last_token = entry.high_water_mark(),
             }
+            self.next_seq = entry.seq + 1;
             if invalidates {
                 let inv = invalidate_event(entry);
-                self.last_token = token_doc(entry.ts, entry.seq, TokenKind::Invalidate);
+                self.last_token = token_doc(entry.ts, entry.seq, TokenKind::Invalidate, None);
                 self.finished = true;
                 if let Some(e) = self.through_pipeline(inv)? {
                     out.push(e);
@@ -301,7 +359,7 @@ impl ChangeStream {
         } else {
             doc! {"db": e.db.clone(), "coll": e.coll.clone()}
         };
-        let mut ev = doc! {"_id": e.token()};
+        let mut ev = doc! {"_id": e.event_token()};
         let invalidates = match &e.op {
             OpKind::Noop => return Ok(None),
             OpKind::Insert { doc } => {
@@ -376,11 +434,64 @@ impl ChangeStream {
     }
 }
 
+/// MongoDB resumes only from a token it finds again in the oplog (its
+/// `$_internalChangeStreamEnsureResumeTokenPresent` stage); a token whose position now holds
+/// another event (another server's token, or a tampered one) fails rather than resuming at a
+/// position that means something else.
+fn check_resume_token(oplog: &Oplog, pos: &TokenPos) -> CommandResult<()> {
+    let entry = oplog.get(pos.seq);
+    let named = entry.is_some_and(|e| {
+        e.ts == pos.ts
+            && e.document_key().map(document_key_bytes) == pos.document_key
+            && (pos.kind == TokenKind::Event
+                || matches!(
+                    e.op,
+                    OpKind::Drop | OpKind::Rename { .. } | OpKind::DropDatabase
+                ))
+    });
+    if named {
+        return Ok(());
+    }
+    let found = entry.map_or_else(
+        || token_doc(pos.ts, pos.seq, pos.kind, pos.document_key.as_deref()),
+        Entry::event_token,
+    );
+    Err(CommandError::new(
+        codes::CHANGE_STREAM_FATAL_ERROR,
+        format!(
+            "cannot resume stream; the resume token was not found. {{_data: \"{}\"}}",
+            found.get_str("_data").unwrap_or_default()
+        ),
+    )
+    .with_label("NonResumableChangeStreamError"))
+}
+
+fn bson_size(d: &Document) -> usize {
+    let mut buf = Vec::new();
+    d.to_writer(&mut buf).map_or(0, |_| buf.len())
+}
+
+/// MongoDB's failure for an event it cannot serialize: the message names the event's token, so
+/// a consumer can tell which event to skip (for instance by `startAtOperationTime` just past it).
+fn too_large(event: &Document, len: usize) -> CommandError {
+    let data = event
+        .get_document("_id")
+        .ok()
+        .and_then(|t| t.get_str("_data").ok())
+        .unwrap_or_default();
+    CommandError::new(
+        codes::BSON_OBJECT_TOO_LARGE,
+        format!(
+            "BSONObj size: {len} ({len:#X}) is invalid. Size must be between 0 and {MAX_INTERNAL_BSON_OBJECT_SIZE}(16MB) First element: _id: {{ _data: \"{data}\" }}"
+        ),
+    )
+}
+
 /// The invalidate that follows `entry` (a drop, rename or dropDatabase); its token sorts right
 /// after the entry's own.
 fn invalidate_event(entry: &Entry) -> Document {
     doc! {
-        "_id": token_doc(entry.ts, entry.seq, TokenKind::Invalidate),
+        "_id": token_doc(entry.ts, entry.seq, TokenKind::Invalidate, None),
         "operationType": "invalidate",
         "clusterTime": entry.ts,
         "wallTime": entry.wall,

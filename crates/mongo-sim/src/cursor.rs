@@ -10,6 +10,31 @@ use std::time::{Duration, Instant};
 
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The most document bytes one reply carries, MongoDB's `BSONObjMaxUserSize`, so a batch always
+/// fits `maxMessageSizeBytes` (48 MB) with room to spare: drivers refuse larger replies.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// How full a batch is, by MongoDB's rule (`FindCommon::haveSpaceForNext`): the first document
+/// always goes, however large, so a cursor never gets stuck; later ones only while the total
+/// stays within [`MAX_BATCH_BYTES`].
+#[derive(Debug, Default)]
+pub struct BatchBytes {
+    docs: usize,
+    bytes: usize,
+}
+
+impl BatchBytes {
+    /// Counts a document of `len` bytes into the batch, or says it belongs in the next one.
+    pub fn try_add(&mut self, len: usize) -> bool {
+        if self.docs > 0 && self.bytes + len > MAX_BATCH_BYTES {
+            return false;
+        }
+        self.docs += 1;
+        self.bytes += len;
+        true
+    }
+}
+
 #[derive(Debug)]
 pub enum CursorKind {
     Find { rest: VecDeque<Document> },
@@ -63,5 +88,24 @@ impl Cursors {
         self.map
             .retain(|_, c| now.duration_since(c.last_used) < IDLE_TIMEOUT);
         before - self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_16_mib_but_always_its_first_document() {
+        let mut b = BatchBytes::default();
+        assert!(
+            b.try_add(MAX_BATCH_BYTES + 1),
+            "the first document always fits"
+        );
+        assert!(!b.try_add(1));
+        let mut b = BatchBytes::default();
+        assert!(b.try_add(MAX_BATCH_BYTES / 2));
+        assert!(b.try_add(MAX_BATCH_BYTES / 2));
+        assert!(!b.try_add(1));
     }
 }

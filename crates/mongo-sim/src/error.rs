@@ -39,6 +39,13 @@ impl CommandError {
         self
     }
 
+    /// Wraps the message as MongoDB reports a failure inside a running query (`Executor error
+    /// during getMore :: caused by :: ...`), which clients that match on messages expect.
+    pub fn with_context(mut self, context: &str) -> Self {
+        self.message = format!("{context} :: caused by :: {}", self.message);
+        self
+    }
+
     pub fn bad_value(message: impl Into<String>) -> Self {
         Self::new(codes::BAD_VALUE, message)
     }
@@ -113,6 +120,7 @@ pub mod codes {
     pub const CAPPED_POSITION_LOST: i32 = 136;
     pub const DUPLICATE_KEY: i32 = 11000;
     pub const NOT_WRITABLE_PRIMARY: i32 = 10107;
+    pub const BSON_OBJECT_TOO_LARGE: i32 = 10334;
     pub const UNRECOGNIZED_PIPELINE_STAGE: i32 = 40324;
     pub const LOCATION_40415: i32 = 40415;
     pub const CHANGE_STREAM_NOT_REPLICA_SET: i32 = 40573;
@@ -170,6 +178,7 @@ pub fn code_name(code: i32) -> &'static str {
         286 => "ChangeStreamHistoryLost",
         9001 => "SocketException",
         10107 => "NotWritablePrimary",
+        10334 => "BSONObjectTooLarge",
         11000 => "DuplicateKey",
         11600 => "InterruptedAtShutdown",
         11602 => "InterruptedDueToReplStateChange",

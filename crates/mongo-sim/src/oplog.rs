@@ -3,9 +3,13 @@
 //! resumed (`ChangeStreamHistoryLost`), exactly the failure a real deployment shows when a
 //! consumer falls behind its oplog window.
 //!
-//! Resume tokens are positions in this log. Their `_data` is uppercase hex of fixed width
-//! (`82`, cluster time seconds and increment, sequence number, kind), so tokens compare in
-//! commit order as strings, as MongoDB's KeyString tokens do.
+//! Resume tokens are positions in this log. Their `_data` is uppercase hex: a fixed-width
+//! prefix (`82`, cluster time seconds and increment, sequence number, kind) that alone orders
+//! tokens in commit order as strings, as MongoDB's KeyString tokens do; then, for events that
+//! have a `documentKey`, that key's BSON. MongoDB's event tokens embed the document key too, so
+//! a document with a long `_id` has a long token, and a consumer that stores tokens must be
+//! ready for that; the key also lets a resume check that the position still names the same
+//! event.
 
 use crate::error::{codes, CommandError, CommandResult};
 use crate::query::diff::UpdateDescription;
@@ -51,8 +55,30 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn token(&self) -> Document {
-        token_doc(self.ts, self.seq, TokenKind::Event)
+    /// The `_id` of the change event for this entry: the only token that embeds a document key.
+    pub fn event_token(&self) -> Document {
+        token_doc(
+            self.ts,
+            self.seq,
+            TokenKind::Event,
+            self.document_key().map(document_key_bytes).as_deref(),
+        )
+    }
+
+    /// A position just past this entry for a stream that reported no event for it.
+    pub fn high_water_mark(&self) -> Document {
+        token_doc(self.ts, self.seq, TokenKind::HighWaterMark, None)
+    }
+
+    /// The `_id` of the changed document, for the entries whose events carry a `documentKey`.
+    pub fn document_key(&self) -> Option<&Bson> {
+        match &self.op {
+            OpKind::Insert { doc } => Some(doc.get("_id").unwrap_or(&Bson::Null)),
+            OpKind::Update { key, .. } | OpKind::Replace { key, .. } | OpKind::Delete { key } => {
+                Some(key)
+            }
+            OpKind::Noop | OpKind::Drop | OpKind::Rename { .. } | OpKind::DropDatabase => None,
+        }
     }
 
     /// The entry as `local.oplog.rs` shows it (`ts`, `t`, `wall`, `op`, `ns`, `o`), enough for
@@ -86,18 +112,53 @@ pub enum TokenKind {
     Event = 1,
     /// The invalidate that follows a drop or rename sorts right after it.
     Invalidate = 2,
+    /// A position reached without an event there (the `postBatchResumeToken` of a scan that
+    /// passed over other collections' writes, or a `startAtOperationTime`). It sorts after
+    /// everything at its sequence number, so "later in the log" is "greater" for every token.
+    HighWaterMark = 3,
 }
 
+/// Hex digits before the document key: `82`, time, increment, sequence number, kind.
+pub const TOKEN_PREFIX_LEN: usize = 2 + 8 + 8 + 16 + 2;
+
 /// A decoded resume token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPos {
     pub ts: Timestamp,
     pub seq: u64,
     pub kind: TokenKind,
+    /// The BSON of `{_id: ...}` for event tokens of document changes.
+    pub document_key: Option<Vec<u8>>,
 }
 
-pub fn token_doc(ts: Timestamp, seq: u64, kind: TokenKind) -> Document {
-    doc! {"_data": format!("82{:08X}{:08X}{:016X}{:02X}", ts.time, ts.increment, seq, kind as u8)}
+/// The BSON a token embeds for a document key: `{_id: key}`, the shape of the event's
+/// `documentKey` on an unsharded collection.
+pub fn document_key_bytes(key: &Bson) -> Vec<u8> {
+    let mut out = Vec::new();
+    doc! {"_id": key.clone()}
+        .to_writer(&mut out)
+        .expect("a document of one field always serializes");
+    out
+}
+
+pub fn token_doc(
+    ts: Timestamp,
+    seq: u64,
+    kind: TokenKind,
+    document_key: Option<&[u8]>,
+) -> Document {
+    use std::fmt::Write;
+    let key = document_key.unwrap_or_default();
+    let mut data = String::with_capacity(TOKEN_PREFIX_LEN + 2 * key.len());
+    let _ = write!(
+        data,
+        "82{:08X}{:08X}{:016X}{:02X}",
+        ts.time, ts.increment, seq, kind as u8
+    );
+    for b in key {
+        let _ = write!(data, "{b:02X}");
+    }
+    doc! {"_data": data}
 }
 
 /// Parses a token this server issued. Anything else is a `BadValue`, as MongoDB answers for a
@@ -108,14 +169,39 @@ pub fn decode_token(token: &Bson) -> CommandResult<TokenPos> {
         Bson::Document(d) => d.get_str("_data").map_err(|_| bad())?,
         _ => return Err(bad()),
     };
-    if data.len() != 36 || !data.starts_with("82") || !data.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if data.len() < TOKEN_PREFIX_LEN
+        || data.len() % 2 != 0
+        || !data.starts_with("82")
+        || !data.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(bad());
     }
     let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&data[r], 16).map_err(|_| bad());
     let kind = match hex(34..36)? {
         1 => TokenKind::Event,
         2 => TokenKind::Invalidate,
+        3 => TokenKind::HighWaterMark,
         _ => return Err(bad()),
+    };
+    let document_key = if data.len() == TOKEN_PREFIX_LEN {
+        None
+    } else {
+        if kind != TokenKind::Event {
+            return Err(bad());
+        }
+        let bytes = (TOKEN_PREFIX_LEN..data.len())
+            .step_by(2)
+            .map(|i| hex(i..i + 2).map(|b| b as u8))
+            .collect::<CommandResult<Vec<u8>>>()?;
+        // Exactly one well-formed document with an `_id`, and nothing after it.
+        let declared = bytes
+            .get(..4)
+            .map(|l| i32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize);
+        let parsed = Document::from_reader(bytes.as_slice()).ok();
+        if declared != Some(bytes.len()) || !parsed.is_some_and(|d| d.contains_key("_id")) {
+            return Err(bad());
+        }
+        Some(bytes)
     };
     Ok(TokenPos {
         ts: Timestamp {
@@ -124,6 +210,7 @@ pub fn decode_token(token: &Bson) -> CommandResult<TokenPos> {
         },
         seq: hex(18..34)?,
         kind,
+        document_key,
     })
 }
 
@@ -184,30 +271,43 @@ impl Oplog {
         self.entries.iter().skip(skip)
     }
 
+    /// The entry with sequence number `seq`, if it is still retained.
+    pub fn get(&self, seq: u64) -> Option<&Entry> {
+        let i = seq.checked_sub(self.first().seq)?;
+        self.entries.get(usize::try_from(i).ok()?)
+    }
+
     /// The sequence number to continue from after `pos`, or `ChangeStreamHistoryLost` when
     /// the entry at `pos` itself has been truncated away: MongoDB's oplog scan starts at the
     /// token's timestamp and fails when the oldest entry it finds is newer than that, even if
-    /// nothing after the token was lost yet.
+    /// nothing after the token was lost yet. (Sequence number 0, before the initiation entry,
+    /// is lost only once something was truncated.)
     pub fn resume_after(&self, pos: &TokenPos) -> CommandResult<u64> {
-        if pos.seq < self.first().seq {
+        if pos.seq < self.first().seq && self.first().seq > 1 {
             return Err(history_lost());
         }
-        Ok(pos.seq + 1)
+        match pos.kind {
+            // A high-water mark from elsewhere may lie beyond this log's end; its time, not its
+            // sequence number, says which later writes the stream still owes.
+            TokenKind::HighWaterMark => Ok((pos.seq + 1).min(self.next_seq)),
+            TokenKind::Event | TokenKind::Invalidate => Ok(pos.seq + 1),
+        }
     }
 
     /// The first sequence number at or after `ts`, or history lost when `ts` predates the log.
     pub fn start_at(&self, ts: Timestamp) -> CommandResult<u64> {
         let first = self.first();
-        if (ts.time, ts.increment) < (first.ts.time, first.ts.increment) && first.seq > 1 {
+        if ts_before(ts, first.ts) && first.seq > 1 {
             return Err(history_lost());
         }
-        Ok(self
-            .entries
-            .iter()
-            .find(|e| (e.ts.time, e.ts.increment) >= (ts.time, ts.increment))
-            .map(|e| e.seq)
-            .unwrap_or(self.next_seq))
+        let i = self.entries.partition_point(|e| ts_before(e.ts, ts));
+        Ok(self.entries.get(i).map_or(self.next_seq, |e| e.seq))
     }
+}
+
+/// `a < b` in cluster-time order (`bson::Timestamp` has no `Ord`).
+pub fn ts_before(a: Timestamp, b: Timestamp) -> bool {
+    (a.time, a.increment) < (b.time, b.increment)
 }
 
 fn history_lost() -> CommandError {
@@ -229,20 +329,49 @@ mod tests {
         }
     }
 
+    fn data(d: &Document) -> &str {
+        d.get_str("_data").unwrap()
+    }
+
     #[test]
     fn tokens_round_trip_and_sort_in_commit_order() {
-        let a = token_doc(ts(9), 9, TokenKind::Event);
-        let b = token_doc(ts(10), 10, TokenKind::Event);
-        let inv = token_doc(ts(10), 10, TokenKind::Invalidate);
-        let (sa, sb, si) = (
-            a.get_str("_data").unwrap(),
-            b.get_str("_data").unwrap(),
-            inv.get_str("_data").unwrap(),
-        );
-        assert!(sa < sb && sb < si);
+        let key_a = document_key_bytes(&Bson::String("z".repeat(50)));
+        let key_b = document_key_bytes(&Bson::Int32(1));
+        let a = token_doc(ts(9), 9, TokenKind::Event, Some(&key_a));
+        let hwm_a = token_doc(ts(9), 9, TokenKind::HighWaterMark, None);
+        let b = token_doc(ts(10), 10, TokenKind::Event, Some(&key_b));
+        let inv = token_doc(ts(10), 10, TokenKind::Invalidate, None);
+        let hwm_b = token_doc(ts(10), 10, TokenKind::HighWaterMark, None);
+        let order = [&a, &hwm_a, &b, &inv, &hwm_b].map(data);
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        // The prefix is fixed-width; the key follows as uppercase hex of its BSON.
+        assert!(data(&b).starts_with("82000000640000000A000000000000000A01"));
+        assert_eq!(data(&b).len(), TOKEN_PREFIX_LEN + 2 * key_b.len());
+        assert_eq!(data(&hwm_b).len(), TOKEN_PREFIX_LEN);
+        assert!(data(&a).bytes().all(|c| !c.is_ascii_lowercase()));
+
         let p = decode_token(&Bson::Document(b.clone())).unwrap();
         assert_eq!((p.seq, p.kind, p.ts), (10, TokenKind::Event, ts(10)));
-        assert!(decode_token(&Bson::Document(doc! {"_data": "zz"})).is_err());
+        assert_eq!(p.document_key.as_deref(), Some(key_b.as_slice()));
+        let p = decode_token(&Bson::Document(hwm_b.clone())).unwrap();
+        assert_eq!((p.kind, p.document_key), (TokenKind::HighWaterMark, None));
+
+        let bad = |d: String| decode_token(&Bson::Document(doc! {"_data": d})).is_err();
+        assert!(bad("zz".into()));
+        assert!(bad(format!("{}0", data(&b))), "odd length");
+        assert!(bad(format!("{}00", data(&b))), "bytes after the key");
+        assert!(
+            bad(data(&b)[..data(&b).len() - 2].to_string()),
+            "truncated key"
+        );
+        assert!(
+            bad(format!("{}{}", data(&inv), &data(&b)[TOKEN_PREFIX_LEN..])),
+            "keyed invalidate"
+        );
+        assert!(
+            bad(format!("{}0500000000", data(&hwm_b))),
+            "key without _id"
+        );
         assert!(decode_token(&Bson::String("x".into())).is_err());
     }
 
@@ -264,6 +393,7 @@ mod tests {
             ts: ts(2),
             seq: 2,
             kind: TokenKind::Event,
+            document_key: None,
         };
         assert_eq!(
             log.resume_after(&old).unwrap_err().code,
@@ -274,6 +404,7 @@ mod tests {
             ts: ts(3),
             seq: 3,
             kind: TokenKind::Event,
+            document_key: None,
         };
         assert_eq!(
             log.resume_after(&edge).unwrap_err().code,
@@ -283,6 +414,7 @@ mod tests {
             ts: ts(4),
             seq: 4,
             kind: TokenKind::Event,
+            document_key: None,
         };
         assert_eq!(log.resume_after(&oldest).unwrap(), 5);
         assert_eq!(
@@ -291,5 +423,33 @@ mod tests {
         );
         assert!(log.start_at(ts(1)).is_err());
         assert_eq!(log.start_at(ts(5)).unwrap(), 5);
+        assert_eq!(
+            log.start_at(ts(99)).unwrap(),
+            7,
+            "not reached yet: the next write"
+        );
+        assert_eq!(log.get(5).map(|e| e.seq), Some(5));
+        assert!(log.get(3).is_none() && log.get(7).is_none());
+        // A high-water mark beyond the end continues at the end; its time does the filtering.
+        let ahead = TokenPos {
+            ts: ts(50),
+            seq: 40,
+            kind: TokenKind::HighWaterMark,
+            document_key: None,
+        };
+        assert_eq!(log.resume_after(&ahead).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_fresh_log_starts_before_its_initiation_entry() {
+        let log = Oplog::new(3, ts(5));
+        assert_eq!(log.start_at(ts(1)).unwrap(), 1);
+        let before = TokenPos {
+            ts: ts(1),
+            seq: 0,
+            kind: TokenKind::HighWaterMark,
+            document_key: None,
+        };
+        assert_eq!(log.resume_after(&before).unwrap(), 1);
     }
 }

@@ -15,6 +15,9 @@ pub const OP_MSG: i32 = 2013;
 /// before a byte of its body is buffered.
 pub const MAX_MESSAGE_SIZE: usize = 48_000_000;
 pub const MAX_BSON_OBJECT_SIZE: usize = 16 * 1024 * 1024;
+/// MongoDB's `BSONObjMaxInternalSize`: the server's own documents (commands, change events) may
+/// exceed the user limit by this much headroom before it refuses them.
+pub const MAX_INTERNAL_BSON_OBJECT_SIZE: usize = MAX_BSON_OBJECT_SIZE + 16 * 1024;
 
 const HEADER_LEN: usize = 16;
 
@@ -244,7 +247,7 @@ impl<'a> Cursor<'a> {
                 "bad BSON document length {len}"
             )));
         }
-        if len as usize > MAX_BSON_OBJECT_SIZE + 16 * 1024 {
+        if len as usize > MAX_INTERNAL_BSON_OBJECT_SIZE {
             return Err(WireError::Malformed(format!(
                 "BSON document of {len} bytes is too large"
             )));

@@ -1,15 +1,20 @@
 //! Change streams through the official Rust driver: scopes, event shapes, invalidation,
-//! resuming, the postBatchResumeToken, lost history and awaitData getMores.
+//! resuming, the postBatchResumeToken, lost history, awaitData getMores, and MongoDB's size
+//! limits (long resume tokens, 16 MiB batches, events too large to send).
 
 mod common;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, Timestamp};
 use common::{command_error, token_data, TestEnv};
 use futures::StreamExt;
 use mongo_sim::SimConfig;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
+use mongodb::error::{Error, ErrorKind};
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::options::FullDocumentType;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A guard against a hang, not a timing assertion: events here arrive in milliseconds.
@@ -612,5 +617,424 @@ async fn a_waiting_get_more_is_woken_by_a_write() {
     let ev = next(&mut cs).await;
     assert_eq!(key_ids(&[ev]), [1]);
     writer.await.unwrap();
+    env.cleanup().await;
+}
+
+/// The message of a command error.
+fn error_message(e: &Error) -> String {
+    match &*e.kind {
+        ErrorKind::Command(c) => c.message.clone(),
+        other => panic!("expected a command error, got {other:?}"),
+    }
+}
+
+/// The error a stream fails with, whether the server reports it to the `aggregate` that opens
+/// the stream or to a later `getMore` (MongoDB does either, depending on when it meets it).
+async fn stream_error<T>(opened: mongodb::error::Result<ChangeStream<T>>) -> Error
+where
+    T: serde::de::DeserializeOwned + Unpin + Send + Sync,
+{
+    match opened {
+        Err(e) => e,
+        Ok(mut cs) => tokio::time::timeout(EVENT_DEADLINE, cs.next())
+            .await
+            .expect("the stream neither failed nor delivered")
+            .expect("change stream ended")
+            .err()
+            .expect("the stream delivered an event instead of failing"),
+    }
+}
+
+/// The cluster-time prefix every resume token starts with, MongoDB's and mongo-sim's alike:
+/// `82`, then the time's seconds and increment as 8 uppercase hex digits each.
+fn time_prefix(ts: Timestamp) -> String {
+    format!("82{:08X}{:08X}", ts.time, ts.increment)
+}
+
+fn is_upper_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+}
+
+fn token(data: &str) -> ResumeToken {
+    bson::from_bson(Bson::Document(doc! {"_data": data})).unwrap()
+}
+
+#[tokio::test]
+async fn a_long_id_makes_a_long_token_that_resumes_only_to_the_same_event() {
+    let env = TestEnv::start("cs_long_id").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    let long_id = "x".repeat(3000);
+    coll.insert_one(doc! {"_id": &long_id}).await.unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let events = next_n(&mut cs, 2).await;
+    assert_eq!(
+        events[0].document_key,
+        Some(doc! {"_id": &long_id}),
+        "the event names the long id"
+    );
+    let (long, short) = (token_data(&events[0].id), token_data(&events[1].id));
+    // The token embeds the document key, about two hex digits per byte of _id.
+    assert!(long.len() > 6000, "token of {} hex digits", long.len());
+    assert!(short.len() < 200, "{short}");
+    for (ev, data) in events.iter().zip([&long, &short]) {
+        assert!(is_upper_hex(data), "{data}");
+        assert!(
+            data.starts_with(&time_prefix(ev.cluster_time.unwrap())),
+            "{data}"
+        );
+    }
+    // Length does not disturb the order: the time prefix decides.
+    assert!(long < short);
+
+    let mut resumed = coll
+        .watch()
+        .resume_after(events[0].id.clone())
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&[next(&mut resumed).await]), [2]);
+    assert!(resumed.next_if_any().await.unwrap().is_none());
+
+    // One byte of the id changed ('x' to 'y', in the middle of the key): the position holds
+    // another event now, so the token was not found, and resuming must not guess.
+    let run = long
+        .find(&"78".repeat(1000))
+        .expect("the id's bytes in the token");
+    let at = run + 1000;
+    let tampered = format!("{}79{}", &long[..at], &long[at + 2..]);
+    let err = stream_error(coll.watch().resume_after(token(&tampered)).await).await;
+    assert_eq!(command_error(&err), (280, "ChangeStreamFatalError".into()));
+    let msg = error_message(&err);
+    assert!(
+        msg.contains("cannot resume stream; the resume token was not found"),
+        "{msg}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_token_is_checked_against_the_event_at_its_position() {
+    let env = TestEnv::start("cs_token_check").await;
+    if !env.is_sim() {
+        return; // Builds tokens in mongo-sim's own format.
+    }
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let events = next_n(&mut cs, 2).await;
+    let (one, two) = (token_data(&events[0].id), token_data(&events[1].id));
+    // Event 2's key at event 1's position, as a token from another server would be.
+    let mixed = format!("{}{}", &one[..36], &two[36..]);
+    let err = stream_error(coll.watch().resume_after(token(&mixed)).await).await;
+    assert_eq!(command_error(&err).0, 280);
+    // Event 1's key with a cluster time that is not event 1's.
+    let mut wrong_time = one.clone();
+    wrong_time.replace_range(10..18, "0000FFFF");
+    let err = stream_error(coll.watch().resume_after(token(&wrong_time)).await).await;
+    assert_eq!(command_error(&err).0, 280);
+    // A position this server never reached.
+    let ahead = format!("{}00000000000F424001{}", &one[..18], &one[36..]);
+    let err = stream_error(coll.watch().resume_after(token(&ahead)).await).await;
+    assert_eq!(command_error(&err).0, 280);
+    // A key that is not BSON is not a token at all.
+    let garbage = format!("{}0500000000", &one[..36]);
+    let err = coll
+        .watch()
+        .resume_after(token(&garbage))
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 2);
+    // The fixed-width prefix alone (the shape of a high-water mark, kind 03) still resumes.
+    let hwm = format!("{}03", &one[..34]);
+    let mut resumed = coll.watch().resume_after(token(&hwm)).await.unwrap();
+    assert_eq!(key_ids(&[next(&mut resumed).await]), [2]);
+}
+
+/// `(command, documents, bytes)` of every change-stream batch the client receives.
+type Batches = Arc<Mutex<Vec<(String, usize, usize)>>>;
+
+async fn batch_recording_client(env: &TestEnv) -> (mongodb::Client, Batches) {
+    let batches: Batches = Arc::default();
+    let sink = batches.clone();
+    let client = env
+        .client_with(|o| {
+            o.command_event_handler = Some(EventHandler::callback(move |ev: CommandEvent| {
+                let CommandEvent::Succeeded(s) = ev else {
+                    return;
+                };
+                let Ok(cursor) = s.reply.get_document("cursor") else {
+                    return;
+                };
+                let batch = cursor
+                    .get_array("firstBatch")
+                    .or_else(|_| cursor.get_array("nextBatch"));
+                if let Ok(batch) = batch {
+                    let bytes = batch
+                        .iter()
+                        .map(|d| bson::to_vec(d.as_document().unwrap()).unwrap().len())
+                        .sum();
+                    sink.lock()
+                        .unwrap()
+                        .push((s.command_name.clone(), batch.len(), bytes));
+                }
+            }));
+        })
+        .await;
+    (client, batches)
+}
+
+#[tokio::test]
+async fn one_megabyte_events_arrive_in_batches_of_at_most_16_mib() {
+    let env = TestEnv::start("cs_big_batches").await;
+    let (client, batches) = batch_recording_client(&env).await;
+    let coll = client.database(env.db.name()).collection::<Document>("c");
+    // Reads the events through getMores as they are written...
+    let mut live = coll.watch().await.unwrap();
+    let before = live.resume_token().unwrap();
+    let pad = "p".repeat(1_000_000);
+    coll.insert_many((0..60).map(|i| doc! {"_id": i, "pad": &pad}))
+        .await
+        .unwrap();
+    let all: Vec<i32> = (0..60).collect();
+    assert_eq!(key_ids(&next_n(&mut live, 60).await), all);
+    // ...and from the history at once, where the aggregate's first batch could hold them all.
+    let mut resumed = coll.watch().resume_after(before).await.unwrap();
+    assert_eq!(key_ids(&next_n(&mut resumed, 60).await), all);
+
+    let batches = batches.lock().unwrap().clone();
+    let limit = 16 * 1024 * 1024;
+    assert!(
+        batches.iter().all(|(_, _, bytes)| *bytes <= limit),
+        "{batches:?}"
+    );
+    let delivered: usize = batches.iter().map(|(_, n, _)| n).sum();
+    assert_eq!(delivered, 120, "{batches:?}");
+    assert!(
+        batches
+            .iter()
+            .any(|(cmd, n, _)| cmd == "aggregate" && *n > 0),
+        "the resumed stream's first batch carries events: {batches:?}"
+    );
+    assert!(
+        batches.iter().filter(|(_, n, _)| *n > 0).count() >= 8,
+        "60 MB in 16 MiB batches, twice: {batches:?}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_over_16_mib_fails_the_stream_with_bson_object_too_large() {
+    let env = TestEnv::start("cs_too_large").await;
+    let coll = env.coll("c");
+    let mut lookup = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut plain = coll.watch().await.unwrap().with_type::<Document>();
+    let half = "h".repeat(8_000_000);
+    coll.insert_one(doc! {"_id": 1, "a": &half}).await.unwrap();
+    let insert = next(&mut lookup).await;
+    assert_eq!(op(&insert), "insert");
+    assert_eq!(op(&next(&mut plain).await), "insert");
+
+    // An 8 MB change to a 16 MB document: with the looked-up document the event is 24 MB.
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"b": &half}})
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let err = tokio::time::timeout(EVENT_DEADLINE, lookup.next())
+        .await
+        .expect("no answer")
+        .expect("change stream ended")
+        .unwrap_err();
+    assert_eq!(command_error(&err), (10334, "BSONObjectTooLarge".into()));
+    let msg = error_message(&err);
+    assert!(msg.contains("BSONObj size: "), "{msg}");
+
+    // Without the post-image the same update is 8 MB and arrives.
+    let update = next(&mut plain).await;
+    assert_eq!(op(&update), "update");
+    assert_eq!(op(&next(&mut plain).await), "insert");
+    let at = match update.get("clusterTime") {
+        Some(Bson::Timestamp(t)) => *t,
+        other => panic!("clusterTime {other:?}"),
+    };
+    if env.is_sim() {
+        // The message names the event, so a consumer can tell which one to step over.
+        assert!(
+            msg.contains(&format!("_data: \"{}", time_prefix(at))),
+            "{msg}"
+        );
+    }
+
+    // Resuming runs into it again: the driver does not resume this error by itself.
+    let insert_token: ResumeToken = bson::from_bson(insert.get("_id").unwrap().clone()).unwrap();
+    let again = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .resume_after(insert_token)
+        .await;
+    assert_eq!(command_error(&stream_error(again).await).0, 10334);
+    // Starting just past it skips exactly that event.
+    let mut past = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .start_at_operation_time(Timestamp {
+            time: at.time,
+            increment: at.increment + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&[next(&mut past).await]), [2]);
+
+    // Splitting large events is MongoDB 7.0's way out; mongo-sim refuses the stage rather than
+    // accept it and still fail.
+    let split = coll
+        .watch()
+        .pipeline([doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await;
+    if env.is_sim() {
+        let err = split.unwrap_err();
+        assert_eq!(command_error(&err).0, 40324);
+        assert!(error_message(&err).contains("mongo-sim"), "{err}");
+    } else {
+        split.expect("MongoDB 7.0 has $changeStreamSplitLargeEvent");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn start_at_operation_time_just_after_an_event_skips_exactly_that_event() {
+    let env = TestEnv::start("cs_optime_after").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    for i in 1..=3 {
+        coll.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let events = next_n(&mut cs, 3).await;
+    let t = events[1].cluster_time.unwrap();
+    let mut from = coll
+        .watch()
+        .start_at_operation_time(Timestamp {
+            time: t.time,
+            increment: t.increment + 1,
+        })
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&[next(&mut from).await]), [3]);
+    assert!(from.next_if_any().await.unwrap().is_none());
+    coll.insert_one(doc! {"_id": 4}).await.unwrap();
+    assert_eq!(key_ids(&[next(&mut from).await]), [4]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn start_at_an_operation_time_not_yet_reached_waits_for_it() {
+    let env = TestEnv::start("cs_optime_ahead").await;
+    let coll = env.coll("c");
+    let mut cs = coll.watch().await.unwrap();
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let t = next(&mut cs).await.cluster_time.unwrap();
+
+    // Just past the newest write: nothing yet, then exactly the writes that follow.
+    let mut next_up = coll
+        .watch()
+        .start_at_operation_time(Timestamp {
+            time: t.time,
+            increment: t.increment + 1,
+        })
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    // Two rounds: the driver hands out the aggregate's batch before its first getMore.
+    for _ in 0..2 {
+        assert!(next_up.next_if_any().await.unwrap().is_none());
+    }
+    // An hour ahead: writes before that time are not this stream's, however late they come.
+    let mut hour = coll
+        .watch()
+        .start_at_operation_time(Timestamp {
+            time: t.time + 3600,
+            increment: 0,
+        })
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    assert_eq!(key_ids(&[next(&mut next_up).await]), [2]);
+    for _ in 0..2 {
+        assert!(hour.next_if_any().await.unwrap().is_none());
+    }
+    // Resuming from where the early stream got to keeps its start time.
+    let mut resumed = coll
+        .watch()
+        .resume_after(hour.resume_token().unwrap())
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 3}).await.unwrap();
+    for _ in 0..2 {
+        assert!(resumed.next_if_any().await.unwrap().is_none());
+    }
+    assert_eq!(key_ids(&[next(&mut next_up).await]), [3]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn resume_after_a_high_water_mark_returns_exactly_the_later_events() {
+    let env = TestEnv::start("cs_hwm").await;
+    let (a, b) = (env.coll("a"), env.coll("b"));
+    let mut cs = a.watch().max_await_time(QUIET).await.unwrap();
+    a.insert_one(doc! {"_id": 1}).await.unwrap();
+    let first = next(&mut cs).await;
+    let first_data = token_data(&first.id);
+    if env.is_sim() {
+        // A batch that ends on an event reports that event's token, as MongoDB does.
+        assert_eq!(token_data(&cs.resume_token().unwrap()), first_data);
+    }
+    b.insert_many((0..3).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let mut hwm = cs.resume_token().unwrap();
+    for _ in 0..3 {
+        assert!(cs.next_if_any().await.unwrap().is_none());
+        hwm = cs.resume_token().unwrap();
+        if token_data(&hwm) != first_data {
+            break;
+        }
+    }
+    let hwm_data = token_data(&hwm);
+    assert!(hwm_data > first_data, "{hwm_data} !> {first_data}");
+    assert!(
+        is_upper_hex(&hwm_data) && hwm_data.starts_with("82"),
+        "{hwm_data}"
+    );
+    if env.is_sim() {
+        // Prefix only: a high-water mark names no document.
+        assert_eq!(hwm_data.len(), 36, "{hwm_data}");
+        assert!(hwm_data.ends_with("03"), "{hwm_data}");
+    }
+
+    a.insert_many([doc! {"_id": 2}, doc! {"_id": 3}])
+        .await
+        .unwrap();
+    let mut resumed = a
+        .watch()
+        .resume_after(hwm.clone())
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    let later = next_n(&mut resumed, 2).await;
+    assert_eq!(key_ids(&later), [2, 3]);
+    assert!(later.iter().all(|e| token_data(&e.id) > hwm_data));
+    assert!(resumed.next_if_any().await.unwrap().is_none());
+    // startAfter accepts it too.
+    let mut started = a.watch().start_after(hwm).await.unwrap();
+    assert_eq!(key_ids(&next_n(&mut started, 2).await), [2, 3]);
     env.cleanup().await;
 }

@@ -126,7 +126,11 @@ fn change_stream(
         0 => Vec::new(),
         n => {
             let State { oplog, dbs, .. } = &*st;
-            cs.next_batch(oplog, dbs, n)?
+            cs.next_batch(oplog, dbs, n).map_err(|e| {
+                e.with_context(&format!(
+                    "Executor error during aggregate command on namespace: {ns}"
+                ))
+            })?
         }
     };
     let pbrt = cs.post_batch_resume_token();

@@ -3,7 +3,7 @@
 //! streams see writes in exactly the order they committed.
 
 use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
-use crate::cursor::{Cursor, CursorKind};
+use crate::cursor::{BatchBytes, Cursor, CursorKind};
 use crate::error::{codes, is_resumable_change_stream_code, CommandError, CommandResult};
 use crate::oplog::OpKind;
 use crate::query::diff::update_description;
@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEFAULT_FIRST_BATCH: usize = 101;
-/// Replies stay under MongoDB's 16 MiB batch limit so they always fit `maxMessageSizeBytes`.
-const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// A change-stream getMore without maxTimeMS waits this long, as an awaitData cursor does.
 const DEFAULT_AWAIT: Duration = Duration::from_secs(1);
 
@@ -164,14 +162,13 @@ fn query(
 fn take_batch(rest: &mut VecDeque<Document>, size: Option<usize>) -> Vec<Document> {
     let max = size.filter(|s| *s > 0).unwrap_or(usize::MAX);
     let mut out = Vec::new();
-    let mut bytes = 0usize;
+    let mut bytes = BatchBytes::default();
     while out.len() < max {
         let Some(d) = rest.front() else { break };
         let len = bson::to_vec(d).map(|v| v.len()).unwrap_or(0);
-        if !out.is_empty() && bytes + len > MAX_BATCH_BYTES {
+        if !bytes.try_add(len) {
             break;
         }
-        bytes += len;
         if let Some(d) = rest.pop_front() {
             out.push(d);
         }
@@ -335,7 +332,7 @@ pub async fn get_more(shared: &Arc<Shared>, body: &Document, db: &str) -> Comman
                         Ok(b) => b,
                         Err(e) => {
                             cursors.remove(id);
-                            return Err(e);
+                            return Err(e.with_context("Executor error during getMore"));
                         }
                     };
                     let finished = cs.is_finished();
