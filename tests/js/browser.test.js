@@ -433,7 +433,11 @@ function suite() {
       await waitState(page, 'live');
       await w.insert({ workspace: 'gap', workflow: 'f1', from: 305, count: 5 });
       await page.waitForFunction(() => [...document.querySelectorAll('#rows .msg')].some((m) => m.textContent.startsWith('line 309:')));
-      assert.equal(await page.locator('#rows .row.gap-row').count(), 1, 'a marker row where lines are missing');
+      // At least one: on a loaded machine the gateway's own change stream can fall off this
+      // 100-entry oplog too while the 300 lines are written, and then every client is told
+      // again (a second, real gap) — what matters is that a loss is never silent.
+      const markers = await page.locator('#rows .row.gap-row').count();
+      assert.ok(markers >= 1, `a marker row where lines are missing (got ${markers})`);
       await page.close();
     } finally {
       await w.stop();
