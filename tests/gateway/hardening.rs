@@ -2,7 +2,7 @@
 //! database, a getMore that keeps failing, a resume id ahead of the head, a silent client
 //! holding a catch-up slot, and a long `_id`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use bson::doc;
@@ -246,11 +246,7 @@ async fn a_silent_client_gives_its_catch_up_slot_up() {
     );
     served.expect_retry().await;
     assert_eq!(served.next_event(WAIT).await.unwrap().seq(), 1);
-    // The silent client's socket is not left open for ever either: it is closed, or closes
-    // when read.
-    silent.set_read_timeout(Some(WAIT)).unwrap();
-    let mut sink = vec![0u8; 1 << 20];
-    while matches!(silent.read(&mut sink), Ok(n) if n > 0) {}
+    drop(silent);
     gw.shutdown().await;
 }
 
