@@ -1,6 +1,6 @@
 // The live logs page and the client library in real headless Chromium, against the real
 // gateway and mongo-sim, with pymongo writing. Run: `npm test` (after building the binaries),
-// or all of CI with `bash .ci/run`.
+// or all of CI with `bash scripts/test`.
 
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';

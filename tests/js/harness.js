@@ -2,7 +2,7 @@
 //
 // - MongoDB: the `mongo-sim` binary (the workspace's in-memory replica set);
 // - the gateway: the `mongo-sse` binary, `serve`, configured by environment variables;
-// - the writer: real pymongo (`tests/js/writer.py`, in the `.venv` that `.ci/run` creates);
+// - the writer: real pymongo (`tests/js/writer.py`, in the `.venv` that `scripts/test` creates);
 // - the reader: Debian's headless Chromium, driven by playwright-core;
 // - a small reverse proxy in front of the gateway, for the path-prefix test and to inject 503s.
 //

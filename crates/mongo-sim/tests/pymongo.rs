@@ -1,6 +1,6 @@
 //! Runs the pymongo suite (`tests/python`) against this build's `mongo-sim` binary, so that
 //! `cargo test` covers a real client nobody here wrote. The interpreter is `$MONGO_SSE_PYTHON`
-//! or the workspace's `.venv/bin/python` (created by `.ci/run`). Without it the test says so
+//! or the workspace's `.venv/bin/python` (created by `scripts/test`). Without it the test says so
 //! loudly and passes, except under `CI=true`, where a missing interpreter is a failure.
 
 use std::io::Write;
@@ -21,7 +21,7 @@ fn in_ci() -> bool {
 /// Says why the suite did not run: a failure in CI, a loud note (written past libtest's output
 /// capture, so it is seen even when the test passes) everywhere else.
 fn skip(reason: &str) {
-    let msg = format!("SKIP: pymongo test not run: {reason}; run .ci/run to create .venv");
+    let msg = format!("SKIP: pymongo test not run: {reason}; run scripts/test to create .venv");
     if in_ci() {
         panic!("{msg} (CI=true: a skipped suite is a failure)");
     }
