@@ -12,6 +12,8 @@ mod exactly_once;
 mod hardening;
 mod heartbeat;
 mod history_lost;
+mod instances;
+mod process;
 mod restart;
 mod routing;
 mod slow_consumer;
