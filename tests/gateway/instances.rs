@@ -78,7 +78,11 @@ async fn killed_gateway_then_resume_on_another(
         .await
         .expect("writer");
 
-    eprintln!("{} events from A before SIGKILL, {} from B", from_a, got.len() - from_a);
+    eprintln!(
+        "{} events from A before SIGKILL, {} from B",
+        from_a,
+        got.len() - from_a
+    );
     let seqs: Vec<i64> = got.iter().map(Ev::seq).collect();
     let expected: Vec<i64> = (1..=DOCS).collect();
     if seqs != expected {

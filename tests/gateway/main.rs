@@ -14,6 +14,7 @@ mod heartbeat;
 mod history_lost;
 mod instances;
 mod process;
+mod readme;
 mod restart;
 mod routing;
 mod slow_consumer;
