@@ -200,3 +200,16 @@ def test_sigterm_exits_zero_with_clients_connected():
     finally:
         c.close()
         s.kill()
+
+
+def test_exhaust_cursor_reads_everything(client):
+    """pymongo's exhaust cursors: one getMore, a stream of moreToCome replies."""
+    from pymongo import CursorType
+
+    coll = client.pytest_db.exhaust
+    coll.drop()
+    coll.insert_many([{"_id": i} for i in range(25)])
+    got = [d["_id"] for d in coll.find({}, cursor_type=CursorType.EXHAUST, batch_size=4).sort("_id")]
+    assert got == list(range(25))
+    # The connection that carried the exhaust stream is back in the pool and works.
+    assert coll.count_documents({}) == 25

@@ -37,7 +37,14 @@ impl BatchBytes {
 
 #[derive(Debug)]
 pub enum CursorKind {
-    Find { rest: VecDeque<Document> },
+    /// `eof_known`: whether the query knows it has no more documents as soon as it has handed
+    /// out the last one (a limit reached, a blocking sort). A collection or `_id` index scan
+    /// does not: like MongoDB's, a batch that ends exactly at the last document leaves the
+    /// cursor open, and the next `getMore` returns an empty batch with cursor id 0.
+    Find {
+        rest: VecDeque<Document>,
+        eof_known: bool,
+    },
     Change(Box<ChangeStream>),
 }
 

@@ -5,8 +5,9 @@
 //!
 //! Supported: `failCommand` (failCommands, errorCode, errorLabels, closeConnection,
 //! blockConnection/blockTimeMS, writeConcernError, appName) and
-//! `failGetMoreAfterCursorCheckout` (errorCode), with modes `alwaysOn`, `off`, `{times: n}`,
-//! `{skip: n}`.
+//! `failGetMoreAfterCursorCheckout` (errorCode), and `maxTimeAlwaysTimeOut` (every command
+//! that carries a `maxTimeMS` fails with 50 `MaxTimeMSExpired`, as if its time ran out), with
+//! modes `alwaysOn`, `off`, `{times: n}`, `{skip: n}`.
 
 use crate::error::{CommandError, CommandResult};
 use bson::{Bson, Document};
@@ -45,6 +46,12 @@ pub struct FailPoints {
 
 pub const FAIL_COMMAND: &str = "failCommand";
 pub const FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT: &str = "failGetMoreAfterCursorCheckout";
+pub const MAX_TIME_ALWAYS_TIME_OUT: &str = "maxTimeAlwaysTimeOut";
+const KNOWN: &[&str] = &[
+    FAIL_COMMAND,
+    FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT,
+    MAX_TIME_ALWAYS_TIME_OUT,
+];
 
 impl FailPoints {
     /// `configureFailPoint`: returns the previous `count`.
@@ -52,7 +59,7 @@ impl FailPoints {
         let name = cmd
             .get_str("configureFailPoint")
             .map_err(|_| CommandError::type_mismatch("configureFailPoint must be a string"))?;
-        if name != FAIL_COMMAND && name != FAIL_GET_MORE_AFTER_CURSOR_CHECKOUT {
+        if !KNOWN.contains(&name) {
             return Err(CommandError::bad_value(format!(
                 "Unknown fail point: {name}"
             )));
@@ -138,6 +145,15 @@ impl FailPoints {
             injected.write_concern_error = Some(wce.clone());
         }
         Some(injected)
+    }
+
+    /// Whether `maxTimeAlwaysTimeOut` fires for a command that set `maxTimeMS`; consumes one
+    /// activation when it does. (MongoDB checks it where an operation checks its deadline, so
+    /// commands without a time limit, and the await of a tailable `getMore`, are unaffected.)
+    pub fn max_time_always_time_out(&mut self) -> bool {
+        self.points
+            .get_mut(MAX_TIME_ALWAYS_TIME_OUT)
+            .is_some_and(fire)
     }
 
     /// Whether `failGetMoreAfterCursorCheckout` fires; returns the error code to fail with.

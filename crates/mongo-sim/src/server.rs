@@ -79,11 +79,26 @@ async fn connection(
                         continue;
                     }
                 };
+                let exhaust = flags & wire::FLAG_EXHAUST_ALLOWED != 0
+                    && body.keys().next().map(String::as_str) == Some("getMore");
+                let again = exhaust.then(|| body.clone());
                 match commands::execute(&shared, &mut conn, body, &db).await {
                     Outcome::Close => break,
                     // moreToCome from the client: an unacknowledged write wants no reply.
                     Outcome::Reply(_) if flags & wire::FLAG_MORE_TO_COME != 0 => continue,
-                    Outcome::Reply(doc) => wire::encode_msg(next_id(), request_id, 0, &doc),
+                    Outcome::Reply(doc) => match again {
+                        Some(get_more) if open_cursor(&doc) => {
+                            match exhaust_replies(
+                                &shared, &mut conn, &mut wr, request_id, get_more, doc, &db,
+                            )
+                            .await
+                            {
+                                Ok(()) => continue,
+                                Err(()) => break,
+                            }
+                        }
+                        _ => wire::encode_msg(next_id(), request_id, 0, &doc),
+                    },
                 }
             }
             Ok(Request::Query {
@@ -101,6 +116,51 @@ async fn connection(
         }
     }
     shared.connections_current.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Whether a reply leaves its cursor open (a non-zero `cursor.id`).
+fn open_cursor(reply: &Document) -> bool {
+    reply
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| c.get_i64("id").ok())
+        .is_some_and(|id| id != 0)
+}
+
+/// An exhaust `getMore`: the server keeps answering, each reply flagged `moreToCome` and
+/// responding to the previous one, until the cursor is exhausted or fails; that last reply
+/// goes without the flag and the client speaks again.
+async fn exhaust_replies(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    wr: &mut (impl AsyncWriteExt + Unpin),
+    request_id: i32,
+    get_more: Document,
+    first: Document,
+    db: &str,
+) -> Result<(), ()> {
+    let mut reply = first;
+    let mut response_to = request_id;
+    loop {
+        let id = next_id();
+        let more = open_cursor(&reply);
+        let flags = if more { wire::FLAG_MORE_TO_COME } else { 0 };
+        if wr
+            .write_all(&wire::encode_msg(id, response_to, flags, &reply))
+            .await
+            .is_err()
+        {
+            return Err(());
+        }
+        if !more {
+            return Ok(());
+        }
+        response_to = id;
+        reply = match commands::execute(shared, conn, get_more.clone(), db).await {
+            Outcome::Reply(doc) => doc,
+            Outcome::Close => return Err(()),
+        };
+    }
 }
 
 /// OP_QUERY is served only for the handshake, as MongoDB 6.0+ does; anything else is told so.

@@ -24,6 +24,7 @@ const HEADER_LEN: usize = 16;
 /// OP_MSG flag bits (MongoDB wire protocol spec).
 pub const FLAG_CHECKSUM_PRESENT: u32 = 1;
 pub const FLAG_MORE_TO_COME: u32 = 1 << 1;
+/// The client accepts a stream of `moreToCome` replies to one `getMore` (exhaust cursors).
 pub const FLAG_EXHAUST_ALLOWED: u32 = 1 << 16;
 
 /// Why a connection is being closed. Logged, never sent: the peer broke the protocol, so there

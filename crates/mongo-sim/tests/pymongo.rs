@@ -65,16 +65,13 @@ fn pymongo_suite_against_the_binary() {
         Ok(_) => {}
     }
 
-    // pytest's output goes straight to this process's stdout/stderr, line by line as it runs.
+    // pytest's output goes straight to this process's stdout/stderr as it runs; the summary it
+    // also writes to a report file says how many tests ran, which must be all of them.
+    let report = std::env::temp_dir().join(format!("mongo-sim-pytest-{}.xml", std::process::id()));
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/python",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml"])
+        .arg(&report)
+        .arg("tests/python")
         .current_dir(&root)
         .env("MONGO_SIM_BIN", env!("CARGO_BIN_EXE_mongo-sim"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -85,4 +82,22 @@ fn pymongo_suite_against_the_binary() {
         status.success(),
         "pytest failed ({status}); its output is above"
     );
+    let xml = std::fs::read_to_string(&report).expect("pytest wrote its report");
+    let _ = std::fs::remove_file(&report);
+    let count = |attr: &str| -> usize {
+        xml.split(&format!(" {attr}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {attr} in the pytest report"))
+    };
+    let (tests, skipped) = (count("tests"), count("skipped"));
+    assert_eq!(skipped, 0, "pytest skipped tests");
+    assert!(
+        tests >= MIN_TESTS,
+        "pytest ran {tests} tests, expected at least {MIN_TESTS}"
+    );
 }
+
+/// The tests in `tests/python`: a collection error or a renamed file must not pass quietly.
+const MIN_TESTS: usize = 7;

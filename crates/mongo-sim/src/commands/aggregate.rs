@@ -169,7 +169,11 @@ fn plain(
     } else {
         st.cursors.insert(Cursor {
             ns: ns.clone(),
-            kind: CursorKind::Find { rest },
+            kind: CursorKind::Find {
+                rest,
+                // The pipeline ran to its end before the first batch.
+                eof_known: true,
+            },
             batch_size: None,
             last_used: Instant::now(),
         })

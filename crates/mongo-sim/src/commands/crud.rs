@@ -212,13 +212,19 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
         Some(p) => docs.iter().map(|d| p.apply(d)).collect(),
         None => docs.into(),
     };
+    // A reached limit or a blocking sort (anything but `_id`, which its index provides) knows
+    // its end; a scan only finds it by looking for one more document.
+    let eof_known = limit.is_some_and(|l| docs.len() >= l)
+        || sort
+            .as_ref()
+            .is_some_and(|s| s.keys().any(|k| k != "_id" && k != "$natural"));
     let mut rest = docs;
+    let first_size = size.unwrap_or(DEFAULT_FIRST_BATCH);
     let first = take_batch(
         &mut rest,
-        Some(size.unwrap_or(DEFAULT_FIRST_BATCH))
-            .filter(|s| *s > 0)
-            .or(Some(usize::MAX)),
+        Some(first_size).filter(|s| *s > 0).or(Some(usize::MAX)),
     );
+    let filled = first_size > 0 && first.len() == first_size;
     let first = if size == Some(0) {
         // batchSize 0: open the cursor and return nothing yet.
         let mut all: VecDeque<Document> = first.into();
@@ -228,12 +234,14 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
     } else {
         first
     };
-    let id = if rest.is_empty() || single_batch {
+    // batchSize 0 opens the cursor without running the query yet, so it cannot know its end.
+    let exhausted = size != Some(0) && rest.is_empty() && (eof_known || !filled);
+    let id = if exhausted || single_batch {
         0
     } else {
         st.cursors.insert(Cursor {
             ns: ns.clone(),
-            kind: CursorKind::Find { rest },
+            kind: CursorKind::Find { rest, eof_known },
             batch_size: size,
             last_used: Instant::now(),
         })
@@ -313,9 +321,10 @@ pub async fn get_more(shared: &Arc<Shared>, body: &Document, db: &str) -> Comman
             };
             let size = size.or(cursor.batch_size);
             match &mut cursor.kind {
-                CursorKind::Find { rest } => {
+                CursorKind::Find { rest, eof_known } => {
                     let batch = take_batch(rest, size);
-                    let done = rest.is_empty();
+                    let filled = size.is_some_and(|n| n > 0 && batch.len() == n);
+                    let done = rest.is_empty() && (*eof_known || !filled);
                     if done {
                         cursors.remove(id);
                     }

@@ -68,6 +68,14 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: 
         write_concern_error = inj.write_concern_error;
     }
 
+    if name != "getMore"
+        && has_time_limit(&body)
+        && shared.lock().failpoints.max_time_always_time_out()
+    {
+        let err = CommandError::new(codes::MAX_TIME_MS_EXPIRED, "operation exceeded time limit");
+        return Outcome::Reply(finish(shared, err.to_document()));
+    }
+
     let result = run(shared, conn, &name, &body, db).await;
     let mut reply = match result {
         Ok(mut d) => {
@@ -82,6 +90,16 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: 
         reply.insert("writeConcernError", wce);
     }
     Outcome::Reply(finish(shared, reply))
+}
+
+/// A command with a `maxTimeMS` above 0 (0 means no limit).
+fn has_time_limit(body: &Document) -> bool {
+    match body.get("maxTimeMS") {
+        Some(Bson::Int32(n)) => *n > 0,
+        Some(Bson::Int64(n)) => *n > 0,
+        Some(Bson::Double(n)) => *n > 0.0,
+        _ => false,
+    }
 }
 
 async fn run(
