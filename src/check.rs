@@ -560,7 +560,7 @@ fn open_files_section(config: &Config) -> Section {
         .map(|n| format!(", which carries {n} streams"))
         .unwrap_or_default();
     match (&cap.warning, cap.explicit) {
-        (Some(w), true) => s.add(Status::Fail, format!("{found}{carries}\n{w}")),
+        (Some(w), true) => s.add(Status::Fail, format!("{w}\n{found}{carries}")),
         (Some(w), false) => s.add(Status::Warn, format!("{found}\n{w}")),
         (None, true) => s.add(
             Status::Ok,
