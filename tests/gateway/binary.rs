@@ -157,6 +157,15 @@ async fn sigterm_ends_streams_and_exits_0() {
     let took = sent.elapsed();
     let _ = within(WAIT, "stderr to close", reader).await;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", log.lock().unwrap());
+    // A default start (SSE_MAX_CONNECTIONS unset) derives the cap from the open-file limit
+    // instead of warning about it.
+    let log_text = log.lock().unwrap().clone();
+    assert!(
+        !log_text
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("open-file")),
+        "{log_text}"
+    );
     assert!(took < Duration::from_secs(10), "exit took {took:?}");
     eprintln!("SIGTERM to exit: {took:?}");
     // While shutting down it no longer accepts.
