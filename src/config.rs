@@ -333,6 +333,7 @@ fn limits(raw: &Raw) -> Result<LimitsConfig, ConfigError> {
             1,
             10_000_000,
         )?,
+        max_connections_set: raw.sse_max_connections.is_some(),
         max_connections_per_subject: size(
             "SSE_MAX_CONNECTIONS_PER_SUBJECT",
             raw.sse_max_connections_per_subject.as_deref(),
@@ -630,7 +631,9 @@ mod tests {
         assert!(!c.allow_query_token);
         assert!(!c.cookie_insecure);
         assert_eq!(c.limits, LimitsConfig::default());
+        // Unset: a placeholder until the gateway derives it from the open-file limit.
         assert_eq!(c.limits.max_connections, 10_000);
+        assert!(!c.limits.max_connections_set);
         assert_eq!(c.limits.max_connections_per_subject, 16);
         assert_eq!(c.cors_origins, CorsOrigins::None);
         assert!(!c.admin_token.is_set());
@@ -664,6 +667,7 @@ mod tests {
         assert!(c.allow_query_token && c.cookie_insecure);
         assert_eq!(c.jwt.as_ref().unwrap().leeway_secs, 0);
         assert_eq!(c.limits.max_connections, 5);
+        assert!(c.limits.max_connections_set);
         assert_eq!(c.limits.connect_rate_per_ip, 0);
         assert_eq!(c.limits.connect_burst_per_subject, 3);
         assert!(c.admin_token.is_set());

@@ -40,15 +40,15 @@ pub struct Gateway {
 impl Gateway {
     /// Connects (lazily: MongoDB may come up later), starts the source and serves HTTP. Must
     /// run inside a multi-threaded tokio runtime, which then owns all MongoDB I/O.
-    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         let client = Client::with_uri_str(&config.mongodb_uri)
             .await
             .with_context(|| format!("invalid MONGODB_URI {}", config.redacted_uri()))?;
         let db = client.database(&config.mongodb_db);
+        // Before the gate reads the limits: an unset SSE_MAX_CONNECTIONS becomes what the
+        // open-file limit carries.
+        crate::limits::apply_open_file_limit(&mut config.limits);
         let gate = Gate::from_config(&config).map_err(anyhow::Error::msg)?;
-        if let Some(warning) = crate::limits::ensure_open_files(config.limits.max_connections) {
-            tracing::warn!("{warning}");
-        }
         let admin_token = web::Data::new(config.admin_token.clone());
         let hub = Hub::new(config.history_events, config.queue_len);
         let runtime = Handle::current();

@@ -32,3 +32,8 @@ pub mod limits;
 
 pub mod gateway;
 pub mod http;
+
+// Commands besides `serve`: a diagnosis of the deployment, and an all-in-one demo.
+pub mod check;
+pub mod demo;
+pub mod oplog;

@@ -24,7 +24,9 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::http::error::ApiError;
 
-/// Defaults, documented in the README.
+/// Defaults, documented in the README. `SSE_MAX_CONNECTIONS` has none of its own: unset, it
+/// is derived from the open-file limit ([`connection_cap`]); this is the fallback when that
+/// limit cannot be read.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 16;
 pub const DEFAULT_CONNECT_RATE_PER_IP: u32 = 50;
@@ -49,8 +51,12 @@ const PRUNE_ABOVE: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
-    /// `SSE_MAX_CONNECTIONS`: open streams in total.
+    /// `SSE_MAX_CONNECTIONS`: open streams in total. Unset, [`apply_open_file_limit`]
+    /// derives it from the open-file limit at start (until then it holds
+    /// [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// Whether `SSE_MAX_CONNECTIONS` was set (an explicit cap is kept as it is).
+    pub max_connections_set: bool,
     /// `SSE_MAX_CONNECTIONS_PER_SUBJECT`: open streams per token subject.
     pub max_connections_per_subject: usize,
     /// `SSE_CONNECT_RATE_PER_IP` (per second; 0 disables) and `SSE_CONNECT_BURST_PER_IP`.
@@ -70,6 +76,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_set: false,
             max_connections_per_subject: DEFAULT_MAX_CONNECTIONS_PER_SUBJECT,
             connect_rate_per_ip: DEFAULT_CONNECT_RATE_PER_IP,
             connect_burst_per_ip: DEFAULT_CONNECT_BURST_PER_IP,
@@ -324,58 +331,174 @@ impl Limits {
     }
 }
 
-/// Makes sure the process may open enough files for `max_connections` streams: raises the
-/// soft `RLIMIT_NOFILE` towards the hard limit if needed, and returns a warning when even that
-/// is not enough (the operator should lower `SSE_MAX_CONNECTIONS` or raise the limit).
-#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
 /// Descriptors one SSE connection holds: actix's socket, the duplicate that closes a slow
 /// consumer's socket, and the duplicate that watches for the client going away.
-const FDS_PER_CONNECTION: u64 = 3;
+pub const FDS_PER_CONNECTION: u64 = 3;
 
-// `rlim_t` is `u64` on Linux but not on every platform: the casts are for portability.
-#[allow(clippy::unnecessary_cast)]
-pub fn ensure_open_files(max_connections: usize) -> Option<String> {
-    let needed = max_connections as u64 * FDS_PER_CONNECTION + FD_RESERVE;
+/// The connection cap derived from the open-file limit never exceeds this when
+/// `SSE_MAX_CONNECTIONS` is unset: beyond it memory, not descriptors, is what runs out first,
+/// and a cap that high should be a decision (set it explicitly).
+pub const DERIVED_MAX_CONNECTIONS_CEILING: usize = 100_000;
+
+/// The process's open-file limit (`RLIMIT_NOFILE`); `u64::MAX` stands for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit found at start.
+    pub before: u64,
+    /// The soft limit now (after [`raise_open_files`]).
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+fn rlim(n: libc::rlim_t) -> u64 {
+    if n == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        n as u64
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (any process may), so that the
+/// connection cap can be derived from the most this process is allowed. If the kernel
+/// refuses (an unlimited hard limit above what it supports, for one), the soft limit stays.
+pub fn raise_open_files() -> std::io::Result<OpenFiles> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit struct through a valid pointer.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Some(format!(
-            "cannot read the open-file limit (RLIMIT_NOFILE): {}; SSE_MAX_CONNECTIONS={max_connections} needs about {needed}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(std::io::Error::last_os_error());
     }
-    let fits = |n: libc::rlim_t| n == libc::RLIM_INFINITY || n as u64 >= needed;
-    if fits(lim.rlim_cur) {
-        return None;
+    let before = rlim(lim.rlim_cur);
+    let hard = rlim(lim.rlim_max);
+    let mut soft = before;
+    if lim.rlim_cur != lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit struct through a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            soft = hard;
+        }
     }
-    let target = if fits(lim.rlim_max) {
-        needed as libc::rlim_t
+    Ok(OpenFiles { before, soft, hard })
+}
+
+/// Streams that `open_files` descriptors carry once [`FD_RESERVE`] is kept aside for
+/// MongoDB connections, the listener, logs and the runtime.
+pub fn connections_within(open_files: u64) -> usize {
+    let n = open_files.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION;
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// What the connection cap is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionCap {
+    /// The cap in force (`SSE_MAX_CONNECTIONS`, or derived).
+    pub max_connections: usize,
+    /// Streams the open-file limit carries (`None`: the limit could not be read).
+    pub fits: Option<usize>,
+    /// Whether `SSE_MAX_CONNECTIONS` was set.
+    pub explicit: bool,
+    /// Set when an explicit cap is above what the limit carries, or the limit is unreadable.
+    pub warning: Option<String>,
+}
+
+/// The rule: with `SSE_MAX_CONNECTIONS` unset the cap is what the (raised) soft open-file
+/// limit carries, `(soft - FD_RESERVE) / FDS_PER_CONNECTION`, at most
+/// [`DERIVED_MAX_CONNECTIONS_CEILING`] and at least 1 — no warning, whatever the machine. An
+/// explicit value is kept, with a warning when the limit cannot carry it.
+pub fn connection_cap(
+    explicit: Option<usize>,
+    limit: &std::io::Result<OpenFiles>,
+) -> ConnectionCap {
+    let fits = limit.as_ref().ok().map(|l| connections_within(l.soft));
+    match (explicit, limit) {
+        (Some(n), Ok(l)) => {
+            let needed = (n as u64).saturating_mul(FDS_PER_CONNECTION).saturating_add(FD_RESERVE);
+            let warning = (needed > l.soft).then(|| {
+                format!(
+                    "the open-file limit (RLIMIT_NOFILE) is {} (hard {}), but SSE_MAX_CONNECTIONS={n} needs about {needed}: \
+                     connections beyond {} will fail to be accepted. Raise the limit (ulimit -n, LimitNOFILE=) or lower \
+                     SSE_MAX_CONNECTIONS (unset, it is derived from the limit)",
+                    show_limit(l.soft),
+                    show_limit(l.hard),
+                    connections_within(l.soft),
+                )
+            });
+            ConnectionCap {
+                max_connections: n,
+                fits,
+                explicit: true,
+                warning,
+            }
+        }
+        (Some(n), Err(e)) => ConnectionCap {
+            max_connections: n,
+            fits,
+            explicit: true,
+            warning: Some(format!(
+                "cannot read the open-file limit (RLIMIT_NOFILE): {e}; SSE_MAX_CONNECTIONS={n} needs about {}",
+                (n as u64).saturating_mul(FDS_PER_CONNECTION).saturating_add(FD_RESERVE)
+            )),
+        },
+        (None, Ok(l)) => ConnectionCap {
+            max_connections: connections_within(l.soft).clamp(1, DERIVED_MAX_CONNECTIONS_CEILING),
+            fits,
+            explicit: false,
+            warning: None,
+        },
+        (None, Err(e)) => ConnectionCap {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            fits,
+            explicit: false,
+            warning: Some(format!(
+                "cannot read the open-file limit (RLIMIT_NOFILE): {e}; capping streams at {DEFAULT_MAX_CONNECTIONS} \
+                 (set SSE_MAX_CONNECTIONS to choose)"
+            )),
+        },
+    }
+}
+
+/// A limit for messages: a number, or `unlimited`.
+pub fn show_limit(n: u64) -> String {
+    if n == u64::MAX {
+        "unlimited".to_owned()
     } else {
-        lim.rlim_max
-    };
-    let raised = libc::rlimit {
-        rlim_cur: target,
-        rlim_max: lim.rlim_max,
-    };
-    // SAFETY: setrlimit reads one rlimit struct through a valid pointer.
-    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
-    let now = if ok { target } else { lim.rlim_cur };
-    if fits(now) {
-        tracing::info!(
-            from = lim.rlim_cur as u64,
-            to = now as u64,
-            "raised the open-file limit for SSE_MAX_CONNECTIONS"
-        );
-        return None;
+        n.to_string()
     }
-    Some(format!(
-        "the open-file limit (RLIMIT_NOFILE) is {now} (hard {}), but SSE_MAX_CONNECTIONS={max_connections} needs about {needed}: \
-         connections beyond the limit will fail to be accepted. Raise it (ulimit -n, LimitNOFILE=) or lower SSE_MAX_CONNECTIONS",
-        lim.rlim_max
-    ))
+}
+
+/// At start: raises the soft open-file limit and settles `cfg.max_connections` by
+/// [`connection_cap`]. Logs what it did; returns the decision.
+pub fn apply_open_file_limit(cfg: &mut LimitsConfig) -> ConnectionCap {
+    let limit = raise_open_files();
+    if let Ok(l) = &limit {
+        if l.soft != l.before {
+            tracing::info!(
+                from = %show_limit(l.before),
+                to = %show_limit(l.soft),
+                "raised the open-file limit to the hard limit"
+            );
+        }
+    }
+    let cap = connection_cap(
+        cfg.max_connections_set.then_some(cfg.max_connections),
+        &limit,
+    );
+    cfg.max_connections = cap.max_connections;
+    match &cap.warning {
+        Some(w) => tracing::warn!("{w}"),
+        None if !cap.explicit => tracing::info!(
+            max_connections = cap.max_connections,
+            "SSE_MAX_CONNECTIONS unset: derived from the open-file limit"
+        ),
+        None => {}
+    }
+    cap
 }
 
 #[cfg(test)]
@@ -493,8 +616,59 @@ mod tests {
 
     #[test]
     fn open_files() {
-        assert_eq!(ensure_open_files(16), None);
-        let w = ensure_open_files(usize::MAX / 4).unwrap();
-        assert!(w.contains("SSE_MAX_CONNECTIONS"), "{w}");
+        let l = raise_open_files().unwrap();
+        assert!(l.soft >= l.before && l.soft <= l.hard, "{l:?}");
+        // Raising again changes nothing.
+        assert_eq!(raise_open_files().unwrap().soft, l.soft);
+    }
+
+    #[test]
+    fn connection_cap_rule() {
+        let lim = |soft: u64, hard: u64| -> std::io::Result<OpenFiles> {
+            Ok(OpenFiles {
+                before: soft,
+                soft,
+                hard,
+            })
+        };
+        // Unset: derived, never a warning.
+        let c = connection_cap(None, &lim(1024, 1024));
+        assert_eq!(c.max_connections, (1024 - 256) / 3);
+        assert_eq!((c.warning, c.explicit), (None, false));
+        assert_eq!(connection_cap(None, &lim(100, 100)).max_connections, 1);
+        let c = connection_cap(None, &lim(u64::MAX, u64::MAX));
+        assert_eq!(c.max_connections, DERIVED_MAX_CONNECTIONS_CEILING);
+        assert_eq!(c.warning, None);
+        // Explicit and within the limit: kept, no warning; above it: kept, with a warning.
+        let c = connection_cap(Some(256), &lim(1024, 4096));
+        assert_eq!((c.max_connections, c.warning), (256, None));
+        let c = connection_cap(Some(10_000), &lim(1024, 4096));
+        assert_eq!(c.max_connections, 10_000);
+        let w = c.warning.unwrap();
+        assert!(
+            w.contains("SSE_MAX_CONNECTIONS=10000") && w.contains("1024"),
+            "{w}"
+        );
+        // Unreadable: the old default, with a warning.
+        let e = Err(std::io::Error::other("nope"));
+        let c = connection_cap(None, &e);
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert!(c.warning.is_some());
+    }
+
+    #[test]
+    fn applying_the_limit_settles_the_cap() {
+        let mut cfg = LimitsConfig::default();
+        let cap = apply_open_file_limit(&mut cfg);
+        assert_eq!(cap.warning, None, "a default start never warns");
+        assert_eq!(cfg.max_connections, cap.max_connections);
+        assert!(cfg.max_connections >= 1);
+        let mut cfg = LimitsConfig {
+            max_connections: 7,
+            max_connections_set: true,
+            ..LimitsConfig::default()
+        };
+        apply_open_file_limit(&mut cfg);
+        assert_eq!(cfg.max_connections, 7);
     }
 }

@@ -1,6 +1,9 @@
 //! `mongo-sse [serve]`: run the gateway. Configuration comes from the environment (see the
 //! README); a bad value stops it at once with a message naming the variable and exit code 2.
+//! `mongo-sse check` diagnoses that configuration against MongoDB; `mongo-sse demo` runs an
+//! embedded MongoDB, a synthetic log writer and the gateway together.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,6 +26,25 @@ struct Cli {
 enum Command {
     /// Serve SSE streams (the default). Configured by environment variables.
     Serve,
+    /// Run an embedded MongoDB, a synthetic ETL log writer and the gateway (auth off), and
+    /// print the logs page URL. Ctrl-C stops it.
+    Demo(DemoArgs),
+    /// Check the configuration `serve` would use against MongoDB and say what to fix. Exit 0:
+    /// serve would run fully; 1: it would not (reasons printed); 2: bad configuration.
+    Check,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Log lines written per second.
+    #[arg(long, value_name = "N", default_value = "5", value_parser = mongo_sse::demo::parse_rate)]
+    rate: f64,
+    /// Where the gateway listens (port 0: any free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = mongo_sse::config::DEFAULT_BIND, value_parser = mongo_sse::demo::parse_bind)]
+    bind: SocketAddr,
+    /// Write to and tail this MongoDB (a replica set) instead of the embedded one.
+    #[arg(long, value_name = "URI", value_parser = mongo_sse::demo::parse_mongodb_uri)]
+    mongodb_uri: Option<String>,
 }
 
 /// Shutdown must finish within this, whatever MongoDB or clients do.
@@ -30,19 +52,82 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The demo and check talk to a person on stdout: only warnings on stderr by default.
+    let default_filter = match command {
+        Command::Serve => "info,actix_server=warn",
+        Command::Demo(_) | Command::Check => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(),
+        Command::Demo(args) => demo(args),
+        Command::Check => check(),
     }
 }
 
-fn serve() -> ExitCode {
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("mongo-sse: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let opts = mongo_sse::demo::DemoOptions {
+        rate: args.rate,
+        bind: args.bind,
+        mongodb_uri: args.mongodb_uri,
+    };
+    let result = runtime.block_on(mongo_sse::demo::run(opts, wait_for_signal()));
+    // Background tasks (the driver's monitors) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mongo-sse demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check() -> ExitCode {
+    warn_unknown_vars();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mongo-sse check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.auth == AuthMode::Jwt && config.jwt.is_none() {
+        eprintln!("mongo-sse check: invalid SSE_AUTH: jwt without SSE_JWT_* settings");
+        return ExitCode::from(2);
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let report = runtime.block_on(mongo_sse::check::diagnose(&config));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    print!("{}", report.render());
+    ExitCode::from(report.exit_code())
+}
+
+fn warn_unknown_vars() {
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str() {
             if name.starts_with("SSE_") && !mongo_sse::config::VARS.contains(&name) {
@@ -50,6 +135,10 @@ fn serve() -> ExitCode {
             }
         }
     }
+}
+
+fn serve() -> ExitCode {
+    warn_unknown_vars();
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -78,15 +167,9 @@ fn serve() -> ExitCode {
             "SSE_ALLOW_QUERY_TOKEN=true: tokens in URLs end up in proxy logs and browser history"
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mongo-sse: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let gateway = match Gateway::start(config).await {

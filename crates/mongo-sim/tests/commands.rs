@@ -136,6 +136,89 @@ async fn server_status_opcounters_count_queries_and_documents() {
     env.cleanup().await;
 }
 
+#[tokio::test]
+async fn connection_status_shows_privileges_as_a_server_without_auth_does() {
+    let env = TestEnv::start("conn_status").await;
+    let plain = env.admin(doc! {"connectionStatus": 1}).await.unwrap();
+    let auth = plain.get_document("authInfo").unwrap();
+    assert!(auth.get_array("authenticatedUsers").is_ok(), "{plain}");
+    assert!(auth.get_array("authenticatedUserRoles").is_ok(), "{plain}");
+    assert!(!auth.contains_key("authenticatedUserPrivileges"), "{plain}");
+    let shown = env
+        .admin(doc! {"connectionStatus": 1, "showPrivileges": true})
+        .await
+        .unwrap();
+    let auth = shown.get_document("authInfo").unwrap();
+    let privileges = auth.get_array("authenticatedUserPrivileges").unwrap();
+    if env.is_sim() {
+        // No access control: nobody is authenticated, and no privilege is listed.
+        assert!(auth.get_array("authenticatedUsers").unwrap().is_empty());
+        assert!(privileges.is_empty(), "{shown}");
+    }
+}
+
+/// What oplog-window tools read: the oldest and the newest entry of `local.oplog.rs`.
+#[tokio::test]
+async fn the_oplog_window_is_readable_from_local_oplog_rs() {
+    let env = TestEnv::start("oplog_window").await;
+    env.coll("c").insert_one(doc! {"_id": 1}).await.unwrap();
+    let oplog = env
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs");
+    let first = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .projection(doc! {"ts": 1, "wall": 1})
+        .await
+        .unwrap()
+        .expect("an oldest entry");
+    let last = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .await
+        .unwrap()
+        .expect("a newest entry");
+    let (a, b) = (
+        first.get_timestamp("ts").unwrap(),
+        last.get_timestamp("ts").unwrap(),
+    );
+    assert!(
+        (a.time, a.increment) < (b.time, b.increment),
+        "{first} {last}"
+    );
+    assert!(first.get_datetime("wall").is_ok(), "{first}");
+    assert!(!first.contains_key("o"), "projected: {first}");
+    if env.is_sim() {
+        // The newest entry is the insert just made.
+        assert_eq!(last.get_str("op").unwrap(), "i");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_standalone_server_has_no_oplog() {
+    let config = mongo_sim::SimConfig {
+        standalone: true,
+        ..mongo_sim::SimConfig::default()
+    };
+    let env = TestEnv::with_config("oplog_standalone", config).await;
+    if !env.is_sim() {
+        return;
+    }
+    env.coll("c").insert_one(doc! {"_id": 1}).await.unwrap();
+    let oplog = env
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs");
+    let first = oplog
+        .find_one(doc! {})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap();
+    assert_eq!(first, None);
+}
+
 // ---------------------------------------------------------------- namespaces
 
 #[tokio::test]

@@ -204,7 +204,12 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
 
     let mut st = shared.lock();
     let docs = if db == "local" && coll == "oplog.rs" {
-        oplog_find(&st, sort.as_ref(), limit)
+        // A standalone mongod keeps no oplog: the collection does not exist.
+        if shared.standalone {
+            Vec::new()
+        } else {
+            oplog_find(&st, sort.as_ref(), limit)
+        }
     } else {
         query(&st, db, coll, &filter, sort.as_ref(), skip as usize, limit)?
     };

@@ -100,6 +100,18 @@ pub fn build_info() -> Document {
     }
 }
 
+/// `connectionStatus`: mongo-sim runs without access control, as a `mongod` without
+/// `--auth` does, so no user is authenticated and, with `showPrivileges: true`, the privilege
+/// list is empty too (every action is allowed regardless). Tools that check privileges must
+/// read an empty `authenticatedUsers` as "access control is off or nobody logged in".
+pub fn connection_status(body: &Document) -> Document {
+    let mut auth = doc! {"authenticatedUsers": [], "authenticatedUserRoles": []};
+    if super::bool_arg(body, "showPrivileges") {
+        auth.insert("authenticatedUserPrivileges", Vec::<Bson>::new());
+    }
+    doc! {"authInfo": auth}
+}
+
 pub fn server_status(shared: &Shared) -> Document {
     let c = &shared.counters;
     let load = |a: &std::sync::atomic::AtomicI64| a.load(Ordering::Relaxed);

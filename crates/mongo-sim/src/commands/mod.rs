@@ -117,9 +117,7 @@ async fn run(
         "buildInfo" | "buildinfo" => Ok(handshake::build_info()),
         "serverStatus" => Ok(handshake::server_status(shared)),
         "endSessions" | "killSessions" | "refreshSessions" => Ok(Document::new()),
-        "connectionStatus" => {
-            Ok(doc! {"authInfo": {"authenticatedUsers": [], "authenticatedUserRoles": []}})
-        }
+        "connectionStatus" => Ok(handshake::connection_status(body)),
         "whatsmyuri" => Ok(doc! {"you": "127.0.0.1"}),
         "listDatabases" => handshake::list_databases(shared, body),
         "configureFailPoint" => {
