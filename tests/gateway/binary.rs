@@ -63,7 +63,8 @@ async fn sigterm_ends_streams_and_exits_0() {
     // A default start (SSE_MAX_CONNECTIONS unset) derives the cap from the open-file limit
     // instead of warning about it.
     assert!(
-        !log.lines().any(|l| l.contains("WARN") && l.contains("open-file")),
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("open-file")),
         "{log}"
     );
     assert!(took < Duration::from_secs(10), "exit took {took:?}");
