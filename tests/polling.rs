@@ -256,7 +256,7 @@ async fn standalone_streams_by_polling_with_polling_ids() {
     mongo.insert("w2", "f1", 99).await; // another workspace: not for this client
     let evs = data(&mut sse, 10).await;
     assert_eq!(seqs(&evs), (0..10).collect::<Vec<_>>());
-    let fp = sources_fingerprint(["logs"]);
+    let fp = sources_fingerprint(["logs", "sse_events"]);
     for ev in &evs {
         let p = position(&ev.id);
         assert_eq!(p.kind(), PositionKind::Polling, "{}", ev.id);
@@ -871,7 +871,7 @@ async fn foreign_and_other_mode_ids_while_polling() {
             "a lowercase polling id",
             &*format!(
                 "p.{:08X}.{}.0",
-                sources_fingerprint(["logs"]),
+                sources_fingerprint(["logs", "sse_events"]),
                 oid.to_lowercase()
             ),
         ),
@@ -904,7 +904,10 @@ async fn foreign_and_other_mode_ids_while_polling() {
     let mut s = Sse::subscribe(
         &base,
         &["logs:w1"],
-        Some(&format!("p.{:08X}.-.0", sources_fingerprint(["logs"]))),
+        Some(&format!(
+            "p.{:08X}.-.0",
+            sources_fingerprint(["logs", "sse_events"])
+        )),
     )
     .await;
     expect_mode(&mut s).await;
@@ -1147,7 +1150,7 @@ async fn a_forged_polling_id_from_the_beginning_is_a_gap_not_the_collection() {
         (Stats::get(&gw.hub.stats.events_published) >= 11_000).then_some(())
     })
     .await;
-    let forged = format!("p.{:08X}.-.0", sources_fingerprint(["logs"]));
+    let forged = format!("p.{:08X}.-.0", sources_fingerprint(["logs", "sse_events"]));
     let mut r = Sse::subscribe(&base, &["logs:w1"], Some(&forged)).await;
     expect_mode(&mut r).await;
     let gap = r.next_event(WAIT).await.unwrap();
