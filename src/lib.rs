@@ -32,3 +32,6 @@ pub mod limits;
 
 pub mod gateway;
 pub mod http;
+
+pub mod indexes;
+pub mod migrate;

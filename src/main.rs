@@ -23,6 +23,14 @@ struct Cli {
 enum Command {
     /// Serve SSE streams (the default). Configured by environment variables.
     Serve,
+    /// Apply the migrations compiled into the binary (indexes, TTL), in order, each once;
+    /// recorded in the `_migrations` collection. Same environment variables as `serve`
+    /// (`SSE_AUTH` may be left out).
+    Migrate {
+        /// Say what would be applied, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Shutdown must finish within this, whatever MongoDB or clients do.
@@ -39,7 +47,70 @@ fn main() -> ExitCode {
         .init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
+        Command::Migrate { dry_run } => migrate(dry_run),
     }
+}
+
+fn migrate(dry_run: bool) -> ExitCode {
+    // migrate serves nothing, so access control is irrelevant to it: SSE_AUTH may be unset.
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    if !vars.iter().any(|(k, _)| k == "SSE_AUTH") {
+        vars.insert(0, ("SSE_AUTH".to_owned(), "none".to_owned()));
+    }
+    let config = match Config::from_iter(vars) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mongo-sse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = match mongo_sse::migrate::embedded() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mongo-sse migrate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mongo-sse: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let client = match mongodb::Client::with_uri_str(&config.mongodb_uri).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "mongo-sse: invalid MONGODB_URI {}: {e}",
+                    config.redacted_uri()
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let db = client.database(&config.mongodb_db);
+        if dry_run {
+            println!("dry run: nothing is changed");
+        }
+        match mongo_sse::migrate::run(&db, &config, &files, dry_run).await {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mongo-sse migrate: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 fn serve() -> ExitCode {
