@@ -267,13 +267,7 @@ impl CatchUps {
             }
             placed.sort_by(|a, b| a.0.cmp_same_kind(&b.0).unwrap_or(CmpOrdering::Equal));
             for (pos, spec, doc) in placed {
-                let ev = Event::for_document(
-                    pos,
-                    &spec.collection,
-                    spec.channel_for(&doc),
-                    Op::Insert,
-                    &doc,
-                );
+                let ev = Event::for_source(pos, &spec, Op::Insert, &doc);
                 if !out.offer(Ok(Arc::new(ev))).await {
                     return;
                 }

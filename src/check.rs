@@ -270,6 +270,7 @@ pub async fn diagnose(config: &Config) -> Report {
     let mut mongo = Section::new("MongoDB");
     let mut streams = Section::new("Change streams");
     let mut oplog = Section::new("Oplog window");
+    let mut connected = None;
     match connect(config).await {
         Err(e) => {
             mongo.add(
@@ -302,27 +303,96 @@ pub async fn diagnose(config: &Config) -> Report {
             );
             check_change_streams(&client, config, &topology, &mut streams).await;
             check_oplog(&client, config, &topology, &mut oplog).await;
+            connected = Some(client);
         }
     }
     sections.push(mongo);
     sections.push(streams);
     sections.push(oplog);
-    sections.push(indexes_section(config));
+    sections.push(indexes_section(connected.as_ref(), config).await);
     sections.push(open_files_section(config));
     sections.push(configuration_section(config));
     Report { sections }
 }
 
-/// INDEXES: the place for `crate::indexes::required_indexes(&Config)` (from the `migrate`
-/// work): list each required index and whether it exists, and fail with "run `mongo-sse
-/// migrate`" when one is missing.
-fn indexes_section(_config: &Config) -> Section {
+/// The indexes the sources' backlog and polling queries need (`indexes::required_indexes`,
+/// what `mongo-sse migrate` creates): without them those queries scan whole collections.
+async fn indexes_section(client: Option<&Client>, config: &Config) -> Section {
     let mut s = Section::new("Indexes");
-    s.add(
-        Status::Skip,
-        "not checked yet (the required indexes come with `mongo-sse migrate`)",
-    );
+    let Some(client) = client else {
+        s.add(Status::Skip, "not checked: MongoDB is unreachable");
+        return s;
+    };
+    let mut missing = 0;
+    for required in crate::indexes::required_indexes(config) {
+        let listed = list_indexes(client, &config.mongodb_db, &required.collection).await;
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                s.add(
+                    Status::Warn,
+                    format!("cannot list the indexes of {}: {e:#}", required.collection),
+                );
+                continue;
+            }
+        };
+        let what = format!(
+            "{}.{} {} ({})",
+            config.mongodb_db, required.collection, required.key, required.purpose
+        );
+        match listed.iter().find(|l| required.same_key(l)) {
+            None => {
+                missing += 1;
+                s.add(Status::Fail, format!("missing: {what}"));
+            }
+            Some(l) => match (
+                required.expire_after_secs,
+                crate::indexes::RequiredIndex::listed_ttl(l),
+            ) {
+                (Some(want), Some(have)) if want as i64 != have => s.add(
+                    Status::Warn,
+                    format!(
+                        "{what}: expires after {have} s, SSE_EVENTS_TTL_SECS says {want} s (change it with collMod)"
+                    ),
+                ),
+                _ => s.add(Status::Ok, what),
+            },
+        }
+    }
+    if missing > 0 {
+        s.add(
+            Status::Info,
+            format!("{missing} missing: run `mongo-sse migrate` (same environment) to create them"),
+        );
+    }
     s
+}
+
+/// `listIndexes`, all batches; a collection that does not exist yet has none.
+async fn list_indexes(client: &Client, db: &str, coll: &str) -> anyhow::Result<Vec<Document>> {
+    use futures::TryStreamExt;
+    let collection = client.database(db).collection::<Document>(coll);
+    let indexes = match tokio::time::timeout(COMMAND_TIMEOUT, collection.list_indexes()).await {
+        Err(_) => anyhow::bail!("no answer within {COMMAND_TIMEOUT:?}"),
+        Ok(Err(e)) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 26) => {
+            return Ok(Vec::new())
+        }
+        Ok(r) => r?,
+    };
+    let models: Vec<mongodb::IndexModel> =
+        tokio::time::timeout(COMMAND_TIMEOUT, indexes.try_collect())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {COMMAND_TIMEOUT:?}"))??;
+    Ok(models
+        .into_iter()
+        .map(|m| {
+            let mut d = doc! {"key": m.keys};
+            if let Some(ttl) = m.options.and_then(|o| o.expire_after) {
+                d.insert("expireAfterSeconds", ttl.as_secs() as i64);
+            }
+            d
+        })
+        .collect())
 }
 
 async fn connect(config: &Config) -> anyhow::Result<(Client, Document)> {

@@ -21,7 +21,7 @@ use crate::auth::admin::AdminToken;
 use crate::auth::jwt::{JwtConfig, JwtVars, DEFAULT_LEEWAY_SECS};
 use crate::http::cors::CorsOrigins;
 use crate::limits::{self, LimitsConfig};
-use crate::routing::{SourceSpecs, DEFAULT_SOURCES};
+use crate::routing::{SourceSpecs, DEFAULT_EVENTS_COLLECTION, DEFAULT_SOURCES};
 use crate::source::supervisor::{SourceConfig, SourceMode};
 
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017/?directConnection=true";
@@ -81,6 +81,12 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
     /// `SSE_ADMIN_TOKEN` (kept as a digest only).
     pub admin_token: AdminToken,
+    /// `SSE_EVENTS_COLLECTION`: where `POST /v1/publish` writes; always a source too (the
+    /// last entry of `sources`).
+    pub events_collection: String,
+    /// `SSE_EVENTS_TTL_SECS`: how long published events are kept (the TTL index `migrate`
+    /// creates).
+    pub events_ttl_secs: u64,
 }
 
 /// A variable that is missing or invalid. Displays as `invalid <VAR>: <message>`.
@@ -165,6 +171,8 @@ pub const VARS: &[&str] = &[
     "SSE_MAX_HEADER_BYTES",
     "SSE_CORS_ORIGINS",
     "SSE_ADMIN_TOKEN",
+    "SSE_EVENTS_COLLECTION",
+    "SSE_EVENTS_TTL_SECS",
 ];
 
 /// The variables as envy sees them (names lowercased), all as raw strings.
@@ -205,6 +213,8 @@ struct Raw {
     sse_max_header_bytes: Option<String>,
     sse_cors_origins: Option<String>,
     sse_admin_token: Option<String>,
+    sse_events_collection: Option<String>,
+    sse_events_ttl_secs: Option<String>,
 }
 
 fn int(var: &str, raw: Option<&str>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -459,6 +469,21 @@ impl Config {
         })?;
         let sources = SourceSpecs::parse(raw.sse_sources.as_deref().unwrap_or(DEFAULT_SOURCES))
             .map_err(|e| ConfigError::new("SSE_SOURCES", e.to_string()))?;
+        let events_collection = raw
+            .sse_events_collection
+            .clone()
+            .unwrap_or_else(|| DEFAULT_EVENTS_COLLECTION.to_owned());
+        let sources = sources
+            .with_published(&events_collection)
+            .map_err(|e| ConfigError::new("SSE_EVENTS_COLLECTION", e.to_string()))?;
+        let events_ttl_secs = int(
+            "SSE_EVENTS_TTL_SECS",
+            raw.sse_events_ttl_secs.as_deref(),
+            86_400,
+            1,
+            // MongoDB's bound for expireAfterSeconds (2^31 - 1).
+            2_147_483_647,
+        )?;
         let access = Access::from_raw(&raw)?;
         let source = source_config(&raw)?;
         Ok(Config {
@@ -530,6 +555,8 @@ impl Config {
             limits: access.limits,
             cors_origins: access.cors_origins,
             admin_token: access.admin_token,
+            events_collection,
+            events_ttl_secs,
         })
     }
 
@@ -612,6 +639,8 @@ impl fmt::Debug for Config {
             .field("allow_query_token", &self.allow_query_token)
             .field("cookie_insecure", &self.cookie_insecure)
             .field("limits", &self.limits)
+            .field("events_collection", &self.events_collection)
+            .field("events_ttl_secs", &self.events_ttl_secs)
             .field("cors_origins", &self.cors_origins)
             .field("admin_token", &self.admin_token)
             .finish()
@@ -716,6 +745,10 @@ mod tests {
         rejects("SSE_MAX_HEADER_BYTES", "70000", "expected an integer from");
         rejects("SSE_CORS_ORIGINS", "https://a.example/", "not an origin");
         rejects("SSE_ADMIN_TOKEN", "short", "at least 16");
+        rejects("SSE_EVENTS_COLLECTION", "logs", "cannot also be a source");
+        rejects("SSE_EVENTS_COLLECTION", "system.x", "system collections");
+        rejects("SSE_EVENTS_TTL_SECS", "0", "from 1 to");
+        rejects("SSE_EVENTS_TTL_SECS", "day", "from 1 to");
         // With SSE_AUTH=none the JWT variables are not read at all.
         assert!(with(&[("SSE_JWT_SECRET", "short"), ("SSE_CORS_ORIGINS", "*")]).is_ok());
     }
@@ -742,7 +775,12 @@ mod tests {
         );
         assert_eq!(c.mongodb_db, "datashop");
         assert_eq!(c.bind, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.sources, SourceSpecs::default());
+        assert_eq!(
+            c.sources,
+            SourceSpecs::default().with_published("sse_events").unwrap()
+        );
+        assert_eq!(c.events_collection, "sse_events");
+        assert_eq!(c.events_ttl_secs, 86_400);
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert_eq!(c.retry_ms, 3000);
         assert_eq!(c.queue_len, 1024);
@@ -773,7 +811,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.mongodb_db, "other");
         assert_eq!(c.bind.port(), 9000);
-        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources.len(), 3, "two sources and the events collection");
         assert_eq!(c.heartbeat, Duration::from_secs(3600));
         assert_eq!(c.retry_ms, 0);
         assert_eq!(c.queue_len, 1);

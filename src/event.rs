@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::channel::Channel;
 use crate::doc_json;
 use crate::position::Position;
+use crate::routing::SourceSpec;
 use crate::sse;
 
 /// The kind of write that produced the document. Deletes carry no document and are not
@@ -82,10 +83,20 @@ impl Event {
     /// Serializes `doc` (see [`doc_json`]) into the JSON payload
     /// `{"channel":"…","op":"insert","doc":{…}}` and frames it with the position as id.
     pub fn new(position: Position, channel: Channel, op: Op, doc: &Document) -> Event {
+        Event::with_payload(position, channel, op, doc_json::to_json(doc))
+    }
+
+    /// Like [`Event::new`] with the `doc` member already converted.
+    pub fn with_payload(
+        position: Position,
+        channel: Channel,
+        op: Op,
+        doc: serde_json::Value,
+    ) -> Event {
         let payload = Payload {
             channel: &channel,
             op,
-            doc: doc_json::to_json(doc),
+            doc,
         };
         // Serializing a `Value` with string keys into a String cannot fail; should it ever,
         // an empty object still yields a well-formed frame rather than a panic.
@@ -112,6 +123,15 @@ impl Event {
             control: true,
             frame,
         }
+    }
+
+    /// A stored document of `spec`'s collection, routed and shaped as that source says (the
+    /// events collection's documents carry their channel and payload). Every path that turns
+    /// a document into an event (live, polling, catch-up, backlog) goes through here.
+    pub fn for_source(position: Position, spec: &SourceSpec, op: Op, doc: &Document) -> Event {
+        let mut ev = Event::with_payload(position, spec.channel_for(doc), op, spec.payload(doc));
+        ev.key = doc.get("_id").map(|id| document_key(&spec.collection, id));
+        ev
     }
 
     /// Like [`Event::new`], remembering which stored document (collection and `_id`) it is.

@@ -67,6 +67,10 @@ impl Gateway {
             stats: Arc::clone(&source_stats),
         };
         let watcher = tokio::spawn(supervisor.run(hub.shutdown_signal()));
+        tasks.spawn(warn_if_migrations_pending(
+            db.clone(),
+            hub.shutdown_signal(),
+        ));
 
         let state = web::Data::new(AppState {
             hub: Arc::clone(&hub),
@@ -151,8 +155,36 @@ impl Gateway {
         }
     }
 
-    /// Catch-up and backlog tasks running now (for tests and metrics).
+    /// Catch-up, backlog and start-up tasks running now (for tests and metrics).
     pub fn running_tasks(&self) -> usize {
         self.tasks.running()
+    }
+}
+
+/// `serve` works without migrations (queries are only slower without their indexes), so
+/// pending ones are a warning, never a failure. MongoDB may be down at start: one try, bounded.
+async fn warn_if_migrations_pending(
+    db: mongodb::Database,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let files = match crate::migrate::embedded() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("cannot read the embedded migrations: {e}");
+            return;
+        }
+    };
+    let checked = tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), crate::migrate::pending(&db, &files)) => r,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    match checked {
+        Ok(Ok(p)) if p.is_empty() => tracing::debug!("migrations: all applied"),
+        Ok(Ok(p)) => tracing::warn!(
+            pending = %p.join(", "),
+            "migrations pending: run `mongo-sse migrate` (indexes the backlog, catch-up and TTL need)"
+        ),
+        Ok(Err(e)) => tracing::warn!("migrations: {e}"),
+        Err(_) => tracing::warn!("migrations: MongoDB did not answer within 30 s; not checked"),
     }
 }

@@ -36,4 +36,6 @@ pub mod http;
 // Commands besides `serve`: a diagnosis of the deployment, and an all-in-one demo.
 pub mod check;
 pub mod demo;
+pub mod indexes;
+pub mod migrate;
 pub mod oplog;

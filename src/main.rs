@@ -32,6 +32,14 @@ enum Command {
     /// Check the configuration `serve` would use against MongoDB and say what to fix. Exit 0:
     /// serve would run fully; 1: it would not (reasons printed); 2: bad configuration.
     Check,
+    /// Apply the migrations compiled into the binary (indexes, TTL), in order, each once;
+    /// recorded in the `_migrations` collection. Same environment variables as `serve`
+    /// (`SSE_AUTH` may be left out).
+    Migrate {
+        /// Say what would be applied, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -55,7 +63,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     // The demo and check talk to a person on stdout: only warnings on stderr by default.
     let default_filter = match command {
-        Command::Serve => "info,actix_server=warn",
+        Command::Serve | Command::Migrate { .. } => "info,actix_server=warn",
         Command::Demo(_) | Command::Check => "warn",
     };
     tracing_subscriber::fmt()
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Demo(args) => demo(args),
         Command::Check => check(),
+        Command::Migrate { dry_run } => migrate(dry_run),
     }
 }
 
@@ -125,6 +134,62 @@ fn check() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_millis(200));
     print!("{}", report.render());
     ExitCode::from(report.exit_code())
+}
+
+fn migrate(dry_run: bool) -> ExitCode {
+    // migrate serves nothing, so access control is irrelevant to it: SSE_AUTH may be unset.
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    if !vars.iter().any(|(k, _)| k == "SSE_AUTH") {
+        vars.insert(0, ("SSE_AUTH".to_owned(), "none".to_owned()));
+    }
+    let config = match Config::from_iter(vars) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mongo-sse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = match mongo_sse::migrate::embedded() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mongo-sse migrate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let client = match mongodb::Client::with_uri_str(&config.mongodb_uri).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "mongo-sse: invalid MONGODB_URI {}: {e}",
+                    config.redacted_uri()
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let db = client.database(&config.mongodb_db);
+        if dry_run {
+            println!("dry run: nothing is changed");
+        }
+        match mongo_sse::migrate::run(&db, &config, &files, dry_run).await {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mongo-sse migrate: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 fn warn_unknown_vars() {

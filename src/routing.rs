@@ -28,7 +28,26 @@ pub struct SourceSpec {
     pub prefix: String,
     /// Dotted field paths (`workspace_id`, `meta.ws`), in channel order.
     pub fields: Vec<String>,
+    /// The publish API's events collection: each document carries its channel
+    /// ([`CHANNEL_FIELD`], with its ancestors in [`CHANNELS_FIELD`] for queries) and its payload
+    /// ([`DATA_FIELD`]) instead of being routed by fields. `prefix` is then only the fallback
+    /// for a document written there by other means without a valid channel.
+    pub published: bool,
 }
+
+/// The channel a published document was sent to, as given.
+pub const CHANNEL_FIELD: &str = "channel";
+/// That channel and its ancestors (`a:b:c`, `a:b`, `a`): an equality match on this array is
+/// "routed to this channel or below it", and one index (`channels`, `_id`) serves it.
+pub const CHANNELS_FIELD: &str = "channels";
+/// What subscribers receive as `doc`: the `data` of the publish request.
+pub const DATA_FIELD: &str = "data";
+/// When the gateway stored it; the TTL index expires documents by this date.
+pub const PUBLISHED_AT_FIELD: &str = "published_at";
+/// The channel of a document in the events collection that has no valid `channel`.
+pub const UNROUTED: &str = "_unrouted";
+/// The default `SSE_EVENTS_COLLECTION`.
+pub const DEFAULT_EVENTS_COLLECTION: &str = "sse_events";
 
 /// A `SSE_SOURCES` value that cannot be used. The message names the offending entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +139,51 @@ impl SourceSpec {
             collection: collection.to_owned(),
             prefix: prefix.to_owned(),
             fields,
+            published: false,
         })
+    }
+
+    /// The events collection of the publish API as a source: its documents name their channel.
+    pub fn published(collection: &str) -> Result<SourceSpec, SourceSpecError> {
+        check_collection(collection, collection)?;
+        Ok(SourceSpec {
+            collection: collection.to_owned(),
+            prefix: UNROUTED.to_owned(),
+            fields: Vec::new(),
+            published: true,
+        })
+    }
+
+    /// The document the publish API stores for one event.
+    pub fn published_document(
+        id: bson::oid::ObjectId,
+        channel: &Channel,
+        data: Bson,
+        at: bson::DateTime,
+    ) -> Document {
+        let ancestors: Vec<Bson> = channel
+            .ancestors_and_self()
+            .map(|a| Bson::String(a.to_owned()))
+            .collect();
+        bson::doc! {
+            "_id": id,
+            CHANNEL_FIELD: channel.as_str(),
+            CHANNELS_FIELD: ancestors,
+            DATA_FIELD: data,
+            PUBLISHED_AT_FIELD: at,
+        }
+    }
+
+    /// What subscribers receive as `doc`: the whole document, or for the events collection
+    /// its `data` (`null` when it has none).
+    pub fn payload(&self, doc: &Document) -> serde_json::Value {
+        if self.published {
+            doc.get(DATA_FIELD)
+                .map(crate::doc_json::bson_to_json)
+                .unwrap_or(serde_json::Value::Null)
+        } else {
+            crate::doc_json::to_json(doc)
+        }
     }
 
     /// The channel for `doc`: the prefix, then the value of each routing field in order,
@@ -134,6 +197,13 @@ impl SourceSpec {
     /// decimal. Anything else (doubles, dates, arrays...) has no single obvious spelling, so it
     /// ends the channel rather than guessing.
     pub fn channel_for(&self, doc: &Document) -> Channel {
+        if self.published {
+            return doc
+                .get_str(CHANNEL_FIELD)
+                .ok()
+                .and_then(|c| Channel::parse(c).ok())
+                .unwrap_or_else(|| Channel::new_unchecked(self.prefix.clone()));
+        }
         let mut name = self.prefix.clone();
         for path in &self.fields {
             let Some(seg) = lookup(doc, path).and_then(segment_value) else {
@@ -160,6 +230,11 @@ impl SourceSpec {
     /// A segment may have come from a string, an ObjectId (lowercase hex) or an integer, so
     /// each segment matches any of the values that spell it.
     pub fn filter_for(&self, channel: &Channel, path_prefix: &str) -> Option<Document> {
+        if self.published {
+            let mut filter = Document::new();
+            filter.insert(format!("{path_prefix}{CHANNELS_FIELD}"), channel.as_str());
+            return Some(filter);
+        }
         let mut segments = channel.segments();
         if segments.next()? != self.prefix {
             return None;
@@ -267,6 +342,23 @@ impl SourceSpecs {
         Ok(SourceSpecs(specs))
     }
 
+    /// Adds the publish API's events collection, which must not also be in `SSE_SOURCES`.
+    pub fn with_published(mut self, collection: &str) -> Result<SourceSpecs, SourceSpecError> {
+        let spec = SourceSpec::published(collection)?;
+        if self.get(collection).is_some() {
+            return Err(SourceSpecError(format!(
+                "collection {collection:?} is the events collection of the publish API and cannot also be a source of SSE_SOURCES"
+            )));
+        }
+        self.0.push(spec);
+        Ok(self)
+    }
+
+    /// The publish API's events collection, when configured.
+    pub fn published(&self) -> Option<&SourceSpec> {
+        self.0.iter().find(|s| s.published)
+    }
+
     /// The source for a collection, if it is watched.
     pub fn get(&self, collection: &str) -> Option<&SourceSpec> {
         self.0.iter().find(|s| s.collection == collection)
@@ -297,6 +389,7 @@ impl Default for SourceSpecs {
             collection: "logs".to_owned(),
             prefix: "logs".to_owned(),
             fields: vec!["workspace_id".to_owned(), "workflow_id".to_owned()],
+            published: false,
         }])
     }
 }
@@ -310,7 +403,8 @@ impl std::str::FromStr for SourceSpecs {
 
 impl fmt::Display for SourceSpecs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.0.iter().enumerate() {
+        // As `SSE_SOURCES` spells them: the events collection is configured on its own.
+        for (i, s) in self.0.iter().filter(|s| !s.published).enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -475,6 +569,36 @@ mod tests {
         assert_eq!(s.channel_for(&d).as_str(), "jobs:w1");
         let d = doc! {"meta": "w1"};
         assert_eq!(s.channel_for(&d).as_str(), "jobs");
+    }
+
+    #[test]
+    fn published_documents_name_their_channel() {
+        let specs = SourceSpecs::default().with_published("sse_events").unwrap();
+        let spec = specs.published().unwrap();
+        let ch = Channel::parse("jobs:w1:f1").unwrap();
+        let d = SourceSpec::published_document(
+            ObjectId::new(),
+            &ch,
+            Bson::Array(vec![1_i64.into()]),
+            bson::DateTime::now(),
+        );
+        assert_eq!(spec.channel_for(&d), ch);
+        assert_eq!(spec.payload(&d), serde_json::json!([1]));
+        assert_eq!(d.get_array(CHANNELS_FIELD).unwrap().len(), 3);
+        assert_eq!(
+            spec.filter_for(&Channel::parse("jobs:w1").unwrap(), "fullDocument."),
+            Some(doc! {"fullDocument.channels": "jobs:w1"})
+        );
+        // Written by other means, without a usable channel: the fallback, never a panic.
+        assert_eq!(
+            spec.channel_for(&doc! {"channel": "a b"}).as_str(),
+            UNROUTED
+        );
+        assert_eq!(spec.payload(&doc! {}), serde_json::Value::Null);
+        // SSE_SOURCES spelling leaves it out; a clash with a source is refused.
+        assert_eq!(specs.to_string(), DEFAULT_SOURCES);
+        assert!(SourceSpecs::default().with_published("logs").is_err());
+        assert!(SourceSpecs::default().with_published("a$b").is_err());
     }
 
     #[test]

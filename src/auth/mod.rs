@@ -117,6 +117,8 @@ pub struct Identity {
     pub subject: Option<Arc<str>>,
     /// `None` when access control is off: everything is allowed.
     pub grants: Option<Arc<[Grant]>>,
+    /// The token's `publish` grants (`POST /v1/publish`); `None` when access control is off.
+    pub publish: Option<Arc<[Grant]>>,
     /// The token's `exp` (seconds since the epoch).
     pub expires_at: Option<u64>,
     /// Where the token came from.
@@ -129,6 +131,7 @@ impl Identity {
         Identity {
             subject: None,
             grants: None,
+            publish: None,
             expires_at: None,
             source: None,
         }
@@ -137,28 +140,13 @@ impl Identity {
     /// Allows `channels` only if every one is covered by a grant; otherwise a 403 that names
     /// each refused channel, so nothing is streamed and the caller knows what to fix.
     pub fn authorize(&self, channels: &[Channel]) -> Result<(), ApiError> {
-        let Some(grants) = &self.grants else {
-            return Ok(());
-        };
-        let refused = grant::uncovered(grants, channels);
-        if refused.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = refused.iter().map(|c| c.as_str()).collect();
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden_channels",
-            format!(
-                "the token does not grant {}: {}",
-                if names.len() == 1 {
-                    "this channel"
-                } else {
-                    "these channels"
-                },
-                names.join(", ")
-            ),
-        )
-        .with_field("channels", json!(names)))
+        refuse_uncovered(self.grants.as_deref(), channels, "grant")
+    }
+
+    /// Allows publishing to `channels` only if the token's `publish` grants cover every one;
+    /// otherwise a 403 naming each channel it may not publish to.
+    pub fn authorize_publish(&self, channels: &[Channel]) -> Result<(), ApiError> {
+        refuse_uncovered(self.publish.as_deref(), channels, "allow publishing to")
     }
 
     /// How long until the token expires (zero if it already has).
@@ -176,6 +164,37 @@ impl Identity {
                 .min(FAR_FUTURE),
         )
     }
+}
+
+/// `Ok` when access control is off (`grants` is `None`) or `grants` cover every channel; a 403
+/// naming the others otherwise.
+fn refuse_uncovered(
+    grants: Option<&[Grant]>,
+    channels: &[Channel],
+    verb: &str,
+) -> Result<(), ApiError> {
+    let Some(grants) = grants else {
+        return Ok(());
+    };
+    let refused = grant::uncovered(grants, channels);
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = refused.iter().map(|c| c.as_str()).collect();
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden_channels",
+        format!(
+            "the token does not {verb} {}: {}",
+            if names.len() == 1 {
+                "this channel"
+            } else {
+                "these channels"
+            },
+            names.join(", ")
+        ),
+    )
+    .with_field("channels", json!(names)))
 }
 
 /// Longer than any stream lives; what a token that expires later than this is cut down to, so
@@ -250,6 +269,7 @@ fn identity(claims: Claims, source: TokenSource) -> Identity {
     Identity {
         subject: Some(Arc::from(claims.sub)),
         grants: Some(Arc::from(claims.channels)),
+        publish: Some(Arc::from(claims.publish)),
         expires_at: Some(claims.exp),
         source: Some(source),
     }
@@ -276,6 +296,7 @@ mod tests {
         let id = Identity {
             subject: Some(Arc::from("u")),
             grants: Some(Arc::from(vec![Grant::parse("logs:w1").unwrap()])),
+            publish: Some(Arc::from(vec![Grant::parse("events").unwrap()])),
             expires_at: None,
             source: None,
         };
@@ -288,5 +309,11 @@ mod tests {
         assert_eq!(e.field("channels"), Some(&json!(["logs:w2", "logs"])));
         assert!(e.message.contains("logs:w2, logs"));
         assert!(Identity::anonymous().authorize(&[ch("x")]).is_ok());
+        // Publishing is granted separately.
+        assert!(id.authorize_publish(&[ch("events:a")]).is_ok());
+        let e = id.authorize_publish(&[ch("logs:w1")]).unwrap_err();
+        assert_eq!(e.field("channels"), Some(&json!(["logs:w1"])));
+        assert!(e.message.contains("publishing"), "{}", e.message);
+        assert!(Identity::anonymous().authorize_publish(&[ch("x")]).is_ok());
     }
 }

@@ -8,6 +8,7 @@ pub mod cors;
 pub mod error;
 pub mod gate;
 pub mod health;
+pub mod publish;
 pub mod query;
 pub mod session;
 pub mod stream;
@@ -53,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream",
             web::get().to(stream::compat_logs),
         )
+        .route("/v1/publish", web::post().to(publish::publish))
         .route("/v1/session", web::post().to(session::create))
         .route("/v1/session", web::delete().to(session::delete))
         .route("/healthz", web::get().to(health::healthz))

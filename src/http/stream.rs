@@ -399,13 +399,7 @@ async fn backlog(
         let Some(spec) = state.sources.get(&row.collection) else {
             continue;
         };
-        let ev = Event::for_document(
-            sub.head.clone(),
-            &row.collection,
-            spec.channel_for(&row.doc),
-            Op::Insert,
-            &row.doc,
-        );
+        let ev = Event::for_source(sub.head.clone(), spec, Op::Insert, &row.doc);
         let pending = match (&not_yet_polled, row.doc.get("_id")) {
             (Some((low, delivered)), Some(bson::Bson::ObjectId(id))) => {
                 id >= low && !ev.key.as_ref().is_some_and(|k| delivered.contains(k))

@@ -51,13 +51,7 @@ pub fn to_event(sources: &SourceSpecs, raw: &Document) -> Result<Option<Event>, 
     let (Some(spec), Ok(doc)) = (sources.get(coll), raw.get_document("fullDocument")) else {
         return Ok(None);
     };
-    Ok(Some(Event::for_document(
-        position,
-        coll,
-        spec.channel_for(doc),
-        op,
-        doc,
-    )))
+    Ok(Some(Event::for_source(position, spec, op, doc)))
 }
 
 pub fn position_of(token: &ResumeToken) -> Option<Position> {

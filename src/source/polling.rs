@@ -235,7 +235,7 @@ impl Poller {
             .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         let mut events = Vec::with_capacity(fresh.len());
         let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
-        for (id, idx, coll, doc) in fresh {
+        for (id, idx, _coll, doc) in fresh {
             // One writer whose clock runs ahead must not move the window past everyone
             // else's documents: beyond the horizon, a document is delivered as a late one
             // (the cursor stays) and re-read with the window until time catches up with it.
@@ -249,13 +249,7 @@ impl Poller {
             let Some(spec) = self.sources.iter().nth(idx) else {
                 continue;
             };
-            events.push(Event::for_document(
-                self.position(),
-                &coll,
-                spec.channel_for(&doc),
-                Op::Insert,
-                &doc,
-            ));
+            events.push(Event::for_source(self.position(), spec, Op::Insert, &doc));
         }
         // Forget what can no longer be re-read.
         if let Some(low) = self.window_low() {

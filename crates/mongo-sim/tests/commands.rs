@@ -1232,3 +1232,68 @@ async fn indexes_are_created_listed_enforced_and_dropped() {
         .unwrap();
     env.cleanup().await;
 }
+
+/// What `mongo-sse migrate` and the publish API rely on: a TTL index is created and listed
+/// with its `expireAfterSeconds` (not enforced by the sim, see the README), racing inserts
+/// under a unique index leave exactly one winner and E11000 for the rest, and an equality on
+/// an array field (the events collection's `channels`) matches any element.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_and_unique_indexes_as_migrations_use_them() {
+    let env = TestEnv::start("migrations").await;
+    env.db
+        .run_command(doc! {"createIndexes": "ev", "indexes": [
+            {"key": {"published_at": 1}, "name": "published_at_ttl", "expireAfterSeconds": 60_i64},
+            {"key": {"channels": 1, "_id": 1}, "name": "channels_1__id_1"},
+        ]})
+        .await
+        .unwrap();
+    let listed = env
+        .db
+        .run_command(doc! {"listIndexes": "ev"})
+        .await
+        .unwrap();
+    let batch = listed
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .clone();
+    let ttl = batch
+        .iter()
+        .filter_map(Bson::as_document)
+        .find(|d| d.get_str("name") == Ok("published_at_ttl"))
+        .expect("the TTL index is listed");
+    assert_eq!(num(ttl, "expireAfterSeconds"), 60);
+    assert_eq!(ttl.get_document("key").unwrap(), &doc! {"published_at": 1});
+
+    let ev = env.coll("ev");
+    ev.insert_one(doc! {"channels": ["a:b:c", "a:b", "a"], "published_at": DateTime::now()})
+        .await
+        .unwrap();
+    assert_eq!(
+        ev.count_documents(doc! {"channels": "a:b"}).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        ev.count_documents(doc! {"channels": "a:c"}).await.unwrap(),
+        0
+    );
+
+    env.db
+        .run_command(doc! {"createIndexes": "_migrations", "indexes": [
+            {"key": {"version": 1}, "name": "version_unique", "unique": true},
+        ]})
+        .await
+        .unwrap();
+    let claims = (0..8).map(|i| {
+        let coll = env.coll("_migrations");
+        async move { coll.insert_one(doc! {"version": 1_i64, "by": i}).await }
+    });
+    let results = futures::future::join_all(claims).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(write_error_code(r), 11000, "{r}");
+    }
+    env.cleanup().await;
+}
