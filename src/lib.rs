@@ -21,6 +21,7 @@ pub mod sse;
 pub mod delivered;
 pub mod history;
 pub mod hub;
+pub mod rates;
 pub mod router;
 
 pub mod backlog;
@@ -32,3 +33,6 @@ pub mod limits;
 
 pub mod gateway;
 pub mod http;
+pub mod logs;
+pub mod metrics;
+pub mod oplog;

@@ -30,13 +30,16 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logging first, so that everything after it (configuration warnings included) is in
+    // the chosen format.
+    let format = std::env::var("SSE_LOG_FORMAT").ok();
+    match mongo_sse::config::log_format(format.as_deref()) {
+        Ok(f) => mongo_sse::logs::init(f),
+        Err(e) => {
+            eprintln!("mongo-sse: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
     }
