@@ -531,3 +531,80 @@ async fn admin_lists_are_paginated() {
     assert_eq!(w1["events_last_minute"], N as u64);
     assert!(rows2.iter().any(|r| r["channel"] == "logs:w1:f1099"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_ups_and_gaps_are_counted_by_path() {
+    if skip_unless_sim("catch_ups_and_gaps_are_counted", "needs a small oplog") {
+        return;
+    }
+    let mongo = Mongo::with_sim_config(
+        "ops_paths",
+        mongo_sim::SimConfig {
+            oplog_max_events: 20,
+            ..Default::default()
+        },
+    )
+    .await;
+    // No ring: every resume is a catch-up (or a gap).
+    let gw = start_gateway(
+        &mongo,
+        &[("SSE_HISTORY_EVENTS", "0"), ("SSE_ADMIN_TOKEN", ADMIN)],
+    )
+    .await;
+    let base = base_url(&gw);
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    mongo.insert("w1", "f1", 0).await;
+    mongo.insert("w1", "f1", 1).await;
+    let evs = sse.events(2, WAIT).await;
+    drop(sse);
+
+    let mut resumed = Sse::subscribe(&base, &["logs:w1"], Some(&evs[0].id)).await;
+    assert_eq!(resumed.events(1, WAIT).await[0].seq(), 1);
+    let s = scrape(&base).await;
+    assert_eq!(
+        must(&s, "mongo_sse_resumes_total", &[("path", "catch_up")]),
+        1.0
+    );
+    let list = admin_get(&base, "/admin/connections").await;
+    assert_eq!(list["connections"][0]["resume"], "catch_up");
+    drop(resumed);
+
+    // Push the first event off the 20-entry oplog: resuming from it is a gap.
+    let docs = (2..40).map(|i| log_doc("w1", "f2", i)).collect();
+    mongo.insert_many(docs).await;
+    let mut gap = Sse::subscribe(&base, &["logs:w1"], Some(&evs[0].id)).await;
+    let first = gap.next_event(WAIT).await.expect("a gap event");
+    assert_eq!(first.event, "gap", "{first:?}");
+    let s = scrape(&base).await;
+    assert_eq!(must(&s, "mongo_sse_resumes_total", &[("path", "gap")]), 1.0);
+    // The headroom is what is left of the window for the oldest connected client (this one
+    // holds the head since its gap), never more than the window itself.
+    let headroom = must(&s, "mongo_sse_resume_headroom_seconds", &[]);
+    assert!(
+        (0.0..=must(&s, "mongo_sse_oplog_window_seconds", &[])).contains(&headroom),
+        "{headroom}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_with_its_reason() {
+    let mongo = Mongo::start("ops_shutdown").await;
+    let gw = start_gateway(&mongo, &[]).await;
+    let base = base_url(&gw);
+    let hub = std::sync::Arc::clone(&gw.hub);
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    within(WAIT, "shutdown", gw.shutdown()).await;
+    let _ = sse.drain_to_end(WAIT).await;
+    // The server is gone: read this gateway's registry directly, through the same parser.
+    let text = hub.metrics.render(&Default::default());
+    let s = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("text format");
+    assert_eq!(
+        must(
+            &s,
+            "mongo_sse_connections_closed_total",
+            &[("reason", "shutdown")]
+        ),
+        1.0
+    );
+    assert_eq!(must(&s, "mongo_sse_connections_open", &[]), 0.0);
+}
