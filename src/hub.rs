@@ -64,6 +64,9 @@ pub struct ConnInfo {
     pub held: AtomicU64,
     /// Set by whoever closed it from outside (slow consumer, admin, gap restart).
     closed_by: Mutex<Option<CloseReason>>,
+    /// Its end has been counted and logged (by its stream, or by an admin close: the server
+    /// side of a closed socket may linger until actix notices, and the admin asked now).
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl ConnInfo {
@@ -76,7 +79,13 @@ impl ConnInfo {
             events_sent: AtomicU64::new(0),
             held: AtomicU64::new(0),
             closed_by: Mutex::new(None),
+            finished: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True for the first caller only: that one counts and logs the connection's end.
+    pub fn finish(&self) -> bool {
+        !self.finished.swap(true, Ordering::SeqCst)
     }
 
     /// Records the position the client now holds.
@@ -514,16 +523,20 @@ impl Hub {
     }
 
     /// Closes a connection (`DELETE /admin/connections/{id}`): it stops receiving events and
-    /// its socket is shut, so the client reconnects with its last id and misses nothing.
-    /// False for an unknown id.
-    pub fn close(&self, conn: ConnId, reason: CloseReason) -> bool {
+    /// its socket is shut, so the client reconnects with its last id and misses nothing. It
+    /// leaves the admin list at once. `None` for an unknown id.
+    pub fn close(
+        &self,
+        conn: ConnId,
+        reason: CloseReason,
+    ) -> Option<(Arc<ConnInfo>, Box<[Channel]>)> {
         let mut inner = self.lock();
-        if !inner.infos.contains_key(&conn) {
-            return false;
-        }
+        let info = inner.infos.get(&conn).cloned()?;
         inner.router.unsubscribe(conn);
         inner.close(conn, reason);
-        true
+        inner.infos.remove(&conn);
+        let channels = inner.channels.get(&conn).cloned().unwrap_or_default();
+        Some((info, channels))
     }
 
     /// Open connections with ids after `after`, by id, at most `limit`; and whether more follow.

@@ -223,9 +223,24 @@ async fn close(
         )
     };
     let id = path.parse::<u64>().map_err(|_| unknown())?;
-    if !state.hub.close(id, CloseReason::Admin) {
-        return Err(unknown());
+    let (info, channels) = state
+        .hub
+        .close(id, CloseReason::Admin)
+        .ok_or_else(unknown)?;
+    // Counted and logged now: the stream's own end may come only when actix notices the
+    // shut socket. A stream that was still opening is counted by its own end, if it opens.
+    if info.resume.get().is_some() && info.finish() {
+        state.hub.metrics.connection_closed(CloseReason::Admin);
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        tracing::info!(
+            conn = id,
+            subject = info.subject.as_deref().unwrap_or("-"),
+            channels = %channels.join(","),
+            duration_ms = info.since.elapsed().map_or(0, |d| d.as_millis() as u64),
+            reason = CloseReason::Admin.as_str(),
+            events_sent = info.events_sent.load(Ordering::Relaxed),
+            "connection closed"
+        );
     }
-    tracing::info!(conn = id, "connection closed by an admin request");
     Ok(HttpResponse::Ok().json(json!({"closed": id.to_string()})))
 }

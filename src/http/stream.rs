@@ -483,7 +483,7 @@ struct Conn {
     info: Arc<ConnInfo>,
     /// How it started (`ConnInfo::resume`), for the logs.
     resume: &'static str,
-    /// Why it ends, when it decided so itself (else the hub's `closed_by`, else the client).
+    /// Why it ends, when it decided so itself (the hub's `closed_by` wins; else the client).
     end: Option<CloseReason>,
     /// Set once the stream is answered: only then does its end count and get logged.
     opened_at: Option<(std::time::Instant, String)>,
@@ -496,9 +496,15 @@ impl Drop for Conn {
         let Some((at, channels)) = self.opened_at.take() else {
             return;
         };
+        if !self.info.finish() {
+            return; // counted and logged by an admin close
+        }
+        // Closed from outside (slow consumer, admin), the socket's shutdown also looks like
+        // the client leaving: the hub's reason is the cause.
         let reason = self
-            .end
-            .or(self.info.closed_by())
+            .info
+            .closed_by()
+            .or(self.end)
             .unwrap_or(CloseReason::Client);
         self.hub.metrics.connection_closed(reason);
         tracing::info!(
