@@ -40,6 +40,7 @@ pub struct CatchUps {
     db: Database,
     sources: SourceSpecs,
     slots: Arc<Semaphore>,
+    concurrency: usize,
     waiting: AtomicUsize,
     max_waiting: usize,
     /// The polling overlap window (see `source::polling`).
@@ -139,6 +140,7 @@ impl CatchUps {
             db,
             sources,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
             waiting: AtomicUsize::new(0),
             max_waiting,
             poll_overlap,
@@ -279,6 +281,14 @@ impl CatchUps {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(CatchUpError::Failed("catch-up task ended".into())),
         }
+    }
+
+    /// Catch-ups running and waiting for a slot, for the metrics.
+    pub fn running_and_queued(&self) -> (usize, usize) {
+        let running = self
+            .concurrency
+            .saturating_sub(self.slots.available_permits());
+        (running, self.waiting.load(Ordering::SeqCst))
     }
 
     async fn slot(&self) -> Result<OwnedSemaphorePermit, CatchUpError> {

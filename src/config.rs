@@ -21,6 +21,7 @@ use crate::auth::admin::AdminToken;
 use crate::auth::jwt::{JwtConfig, JwtVars, DEFAULT_LEEWAY_SECS};
 use crate::http::cors::CorsOrigins;
 use crate::limits::{self, LimitsConfig};
+use crate::logs::LogFormat;
 use crate::routing::{SourceSpecs, DEFAULT_EVENTS_COLLECTION, DEFAULT_SOURCES};
 use crate::source::supervisor::{SourceConfig, SourceMode};
 
@@ -87,6 +88,10 @@ pub struct Config {
     /// `SSE_EVENTS_TTL_SECS`: how long published events are kept (the TTL index `migrate`
     /// creates).
     pub events_ttl_secs: u64,
+    /// `SSE_METRICS_PUBLIC` (default true): `/metrics` without the admin token.
+    pub metrics_public: bool,
+    /// `SSE_LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
 }
 
 /// A variable that is missing or invalid. Displays as `invalid <VAR>: <message>`.
@@ -161,6 +166,8 @@ pub const VARS: &[&str] = &[
     "SSE_JWT_AUDIENCE",
     "SSE_ALLOW_QUERY_TOKEN",
     "SSE_COOKIE_INSECURE",
+    "SSE_METRICS_PUBLIC",
+    "SSE_LOG_FORMAT",
     "SSE_MAX_CONNECTIONS",
     "SSE_MAX_CONNECTIONS_PER_SUBJECT",
     "SSE_CONNECT_RATE_PER_IP",
@@ -215,6 +222,8 @@ struct Raw {
     sse_admin_token: Option<String>,
     sse_events_collection: Option<String>,
     sse_events_ttl_secs: Option<String>,
+    sse_metrics_public: Option<String>,
+    sse_log_format: Option<String>,
 }
 
 fn int(var: &str, raw: Option<&str>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -247,6 +256,16 @@ fn boolean(var: &str, raw: Option<&str>) -> Result<bool, ConfigError> {
             var,
             format!("expected true or false, got {other:?}"),
         )),
+    }
+}
+
+/// `SSE_LOG_FORMAT` alone: the binary reads it before anything else, to set up logging.
+pub fn log_format(raw: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match raw {
+        None | Some("") => Ok(LogFormat::Text),
+        Some(s) => s
+            .parse()
+            .map_err(|why: String| ConfigError::new("SSE_LOG_FORMAT", why)),
     }
 }
 
@@ -557,6 +576,11 @@ impl Config {
             admin_token: access.admin_token,
             events_collection,
             events_ttl_secs,
+            metrics_public: match raw.sse_metrics_public.as_deref() {
+                None | Some("") => true,
+                v => boolean("SSE_METRICS_PUBLIC", v)?,
+            },
+            log_format: log_format(raw.sse_log_format.as_deref())?,
         })
     }
 
@@ -643,6 +667,8 @@ impl fmt::Debug for Config {
             .field("events_ttl_secs", &self.events_ttl_secs)
             .field("cors_origins", &self.cors_origins)
             .field("admin_token", &self.admin_token)
+            .field("metrics_public", &self.metrics_public)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }

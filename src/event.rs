@@ -68,6 +68,8 @@ pub struct Event {
     /// A control message for every connection (a mode switch), not a document: it resets the
     /// connection's last position to its own, of the new kind.
     pub control: bool,
+    /// The change event's `wallTime` (MongoDB 6.0+), for the fan-out latency metric.
+    pub wall_time: Option<std::time::SystemTime>,
     /// `id: <position>\ndata: {"channel":…,"op":…,"doc":{…}}\n\n`.
     pub frame: Bytes,
 }
@@ -108,6 +110,7 @@ impl Event {
             op,
             key: None,
             control: false,
+            wall_time: None,
             frame,
         }
     }
@@ -121,6 +124,7 @@ impl Event {
             op: Op::Insert,
             key: None,
             control: true,
+            wall_time: None,
             frame,
         }
     }
@@ -151,6 +155,11 @@ impl Event {
 /// The identity of a stored document across collections.
 pub fn document_key(collection: &str, id: &bson::Bson) -> Arc<str> {
     Arc::from(format!("{collection}\u{0}{id}"))
+}
+
+/// The collection a [`document_key`] names.
+pub fn key_collection(key: &str) -> &str {
+    key.split('\u{0}').next().unwrap_or_default()
 }
 
 /// The ObjectId a [`document_key`] was made from, when the `_id` is one.

@@ -97,6 +97,7 @@ impl Gateway {
             retry_ms: config.retry_ms,
             poll_overlap: config.source.poll_overlap,
             gate,
+            metrics_public: config.metrics_public,
         });
         let server =
             // Middleware runs outside in: the access log sees every request (tokens redacted),

@@ -14,7 +14,9 @@ use crate::channel::Channel;
 use crate::delivered::Delivered;
 use crate::event::Event;
 use crate::history::{History, Since};
+use crate::metrics::{CloseReason, Metrics};
 use crate::position::Position;
+use crate::rates::ChannelRates;
 use crate::router::{ConnId, Router};
 use crate::source::Mode;
 
@@ -46,6 +48,83 @@ impl Stats {
     }
 }
 
+/// What the admin endpoints show about a connection, and what it reports back while it runs
+/// (events sent, the position it holds). Shared by the connection and the hub.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub subject: Option<Arc<str>>,
+    pub remote: Option<std::net::SocketAddr>,
+    pub since: std::time::SystemTime,
+    /// How it started: `live`, `backlog`, `ring`, `catch_up` or `gap` (set once its stream
+    /// is answered).
+    pub resume: std::sync::OnceLock<&'static str>,
+    pub events_sent: AtomicU64,
+    /// The cluster time (`time << 32 | increment`) of the last position it was sent; 0 for a
+    /// polling position. Its oldest across connections is the resume headroom.
+    pub held: AtomicU64,
+    /// Set by whoever closed it from outside (slow consumer, admin, gap restart).
+    closed_by: Mutex<Option<CloseReason>>,
+    /// Its end has been counted and logged (by its stream, or by an admin close: the server
+    /// side of a closed socket may linger until actix notices, and the admin asked now).
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl ConnInfo {
+    pub fn new(subject: Option<Arc<str>>, remote: Option<std::net::SocketAddr>) -> ConnInfo {
+        ConnInfo {
+            subject,
+            remote,
+            since: std::time::SystemTime::now(),
+            resume: std::sync::OnceLock::new(),
+            events_sent: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            closed_by: Mutex::new(None),
+            finished: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// True for the first caller only: that one counts and logs the connection's end.
+    pub fn finish(&self) -> bool {
+        !self.finished.swap(true, Ordering::SeqCst)
+    }
+
+    /// Records the position the client now holds.
+    pub fn hold(&self, pos: &Position) {
+        let t = pos
+            .cluster_time()
+            .map_or(0, |c| (u64::from(c.time) << 32) | u64::from(c.increment));
+        self.held.store(t, Ordering::Relaxed);
+    }
+
+    pub fn closed_by(&self) -> Option<CloseReason> {
+        *self.closed_by.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close_as(&self, reason: CloseReason) {
+        self.closed_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason);
+    }
+}
+
+/// A connection as `GET /admin/connections` lists it.
+#[derive(Debug, Clone)]
+pub struct ConnView {
+    pub id: ConnId,
+    pub info: Arc<ConnInfo>,
+    pub channels: Box<[Channel]>,
+    pub queue_depth: usize,
+}
+
+/// A channel as `GET /admin/channels` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelView {
+    pub channel: String,
+    pub subscribers: usize,
+    pub events_last_minute: u64,
+}
+
 /// Whether the source is feeding the hub, for `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
@@ -60,6 +139,8 @@ struct Inner {
     history: Option<History>,
     closers: HashMap<ConnId, Closer>,
     channels: HashMap<ConnId, Box<[Channel]>>,
+    infos: HashMap<ConnId, Arc<ConnInfo>>,
+    rates: ChannelRates,
     state: SourceState,
     /// How the source is fed; `None` before it starts.
     mode: Option<Mode>,
@@ -68,6 +149,16 @@ struct Inner {
 }
 
 impl Inner {
+    /// Closes `conn`'s socket from outside, saying why.
+    fn close(&self, conn: ConnId, reason: CloseReason) {
+        if let Some(info) = self.infos.get(&conn) {
+            info.close_as(reason);
+        }
+        if let Some(close) = self.closers.get(&conn) {
+            close();
+        }
+    }
+
     /// What the source delivered recently: the window's documents when tracked, else what the
     /// ring still holds.
     fn delivered_keys(&self) -> std::collections::HashSet<Arc<str>> {
@@ -107,6 +198,8 @@ pub struct Hub {
     queue_len: usize,
     next_conn: AtomicU64,
     pub stats: Stats,
+    /// The Prometheus metrics of this gateway.
+    pub metrics: Arc<Metrics>,
     /// The head position, for waiters (a backlog waits until the source has passed a time).
     head: watch::Sender<Option<Position>>,
     shutdown: watch::Sender<bool>,
@@ -163,6 +256,8 @@ impl Hub {
                 history: None,
                 closers: HashMap::new(),
                 channels: HashMap::new(),
+                infos: HashMap::new(),
+                rates: ChannelRates::default(),
                 state: SourceState::Starting,
                 mode: None,
                 delivered: Delivered::default(),
@@ -171,6 +266,7 @@ impl Hub {
             queue_len,
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
+            metrics: Arc::new(Metrics::new()),
             head,
             shutdown,
         })
@@ -211,12 +307,17 @@ impl Hub {
             let ev = Arc::new(Event::control(start.clone(), "mode", &mode.to_json()));
             overflowed = inner.router.broadcast(&ev).overflowed;
             for conn in &overflowed {
-                if let Some(close) = inner.closers.get(conn) {
-                    close();
-                }
+                inner.close(*conn, CloseReason::SlowConsumer);
             }
-            tracing::info!(mode = mode.name(), "source switched; connections told");
+            tracing::info!(
+                mode = mode.name(),
+                position = %start,
+                connections = inner.closers.len(),
+                "mode switch: the source now runs in {} mode; connections told",
+                mode.name()
+            );
         }
+        self.metrics.mode(mode.name(), switched);
         let head = inner.history.as_ref().map(|h| h.head().clone());
         drop(inner);
         Stats::inc(
@@ -267,9 +368,7 @@ impl Hub {
         let conns: Vec<ConnId> = inner.closers.keys().copied().collect();
         for conn in conns {
             inner.router.unsubscribe(conn);
-            if let Some(close) = inner.closers.get(&conn) {
-                close();
-            }
+            inner.close(conn, CloseReason::Error);
         }
         drop(inner);
         self.head.send_replace(Some(start));
@@ -297,14 +396,15 @@ impl Hub {
         }
         inner.delivered.record(&ev);
         inner.delivered.forget_before(&ev.position);
+        inner.rates.record(ev.channel.as_str());
         let out = inner.router.publish(&ev);
         for conn in &out.overflowed {
-            if let Some(close) = inner.closers.get(conn) {
-                close();
-            }
+            inner.close(*conn, CloseReason::SlowConsumer);
             tracing::info!(conn, "slow consumer: queue full, closing the connection");
         }
         drop(inner);
+        let source = ev.key.as_deref().map_or("", crate::event::key_collection);
+        self.metrics.event_in(source, ev.wall_time);
         Stats::inc(&self.stats.events_published, 1);
         Stats::inc(&self.stats.deliveries, out.delivered as u64);
         Stats::inc(
@@ -407,10 +507,96 @@ impl Hub {
         inner.router.unsubscribe(conn);
         let had = inner.closers.remove(&conn).is_some();
         inner.channels.remove(&conn);
+        inner.infos.remove(&conn);
         drop(inner);
         if had {
             self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Makes a subscribed connection visible to the admin endpoints and the resume headroom.
+    pub fn attach(&self, conn: ConnId, info: Arc<ConnInfo>) {
+        let mut inner = self.lock();
+        if inner.closers.contains_key(&conn) {
+            inner.infos.insert(conn, info);
+        }
+    }
+
+    /// Closes a connection (`DELETE /admin/connections/{id}`): it stops receiving events and
+    /// its socket is shut, so the client reconnects with its last id and misses nothing. It
+    /// leaves the admin list at once. `None` for an unknown id.
+    pub fn close(
+        &self,
+        conn: ConnId,
+        reason: CloseReason,
+    ) -> Option<(Arc<ConnInfo>, Box<[Channel]>)> {
+        let mut inner = self.lock();
+        let info = inner.infos.get(&conn).cloned()?;
+        inner.router.unsubscribe(conn);
+        inner.close(conn, reason);
+        inner.infos.remove(&conn);
+        let channels = inner.channels.get(&conn).cloned().unwrap_or_default();
+        Some((info, channels))
+    }
+
+    /// Open connections with ids after `after`, by id, at most `limit`; and whether more follow.
+    pub fn connections(&self, after: ConnId, limit: usize) -> (Vec<ConnView>, bool) {
+        let inner = self.lock();
+        let mut ids: Vec<ConnId> = inner.infos.keys().copied().filter(|c| *c > after).collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let views = ids
+            .into_iter()
+            .filter_map(|id| {
+                Some(ConnView {
+                    id,
+                    info: Arc::clone(inner.infos.get(&id)?),
+                    channels: inner.channels.get(&id).cloned().unwrap_or_default(),
+                    queue_depth: inner.router.queue_depth(id).unwrap_or(0),
+                })
+            })
+            .collect();
+        (views, more)
+    }
+
+    /// Channels with subscribers or with events in the last minute, by name, after `after`,
+    /// at most `limit`; and whether more follow.
+    pub fn channels(&self, after: &str, limit: usize) -> (Vec<ChannelView>, bool) {
+        let inner = self.lock();
+        let mut all: HashMap<&str, usize> = inner.router.subscribed().collect();
+        for c in inner.rates.channels() {
+            all.entry(c).or_insert(0);
+        }
+        let mut names: Vec<(&str, usize)> = all.into_iter().filter(|(c, _)| *c > after).collect();
+        names.sort_unstable();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let views = names
+            .into_iter()
+            .map(|(c, subscribers)| ChannelView {
+                channel: c.to_string(),
+                subscribers,
+                events_last_minute: inner.rates.last_minute(c),
+            })
+            .collect();
+        (views, more)
+    }
+
+    /// The oldest cluster time (`time << 32 | increment`) held by a connected client in
+    /// change-stream mode, else the head's; `None` without one (polling).
+    pub fn oldest_held(&self) -> Option<u64> {
+        let inner = self.lock();
+        let held = inner
+            .infos
+            .values()
+            .map(|i| i.held.load(Ordering::Relaxed))
+            .filter(|t| *t > 0)
+            .min();
+        held.or_else(|| {
+            let c = inner.history.as_ref()?.head().cluster_time()?;
+            Some((u64::from(c.time) << 32) | u64::from(c.increment))
+        })
     }
 
     pub fn count_catchup(&self, started: bool) {

@@ -21,6 +21,7 @@ pub mod sse;
 pub mod delivered;
 pub mod history;
 pub mod hub;
+pub mod rates;
 pub mod router;
 
 pub mod backlog;
@@ -37,5 +38,7 @@ pub mod http;
 pub mod check;
 pub mod demo;
 pub mod indexes;
+pub mod logs;
+pub mod metrics;
 pub mod migrate;
 pub mod oplog;

@@ -63,16 +63,19 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     // The demo and check talk to a person on stdout: only warnings on stderr by default.
     let default_filter = match command {
-        Command::Serve | Command::Migrate { .. } => "info,actix_server=warn",
+        Command::Serve | Command::Migrate { .. } => mongo_sse::logs::DEFAULT_FILTER,
         Command::Demo(_) | Command::Check => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logging first, so that everything after it (configuration warnings included) is in
+    // the chosen format.
+    let format = std::env::var("SSE_LOG_FORMAT").ok();
+    match mongo_sse::config::log_format(format.as_deref()) {
+        Ok(f) => mongo_sse::logs::init(f, default_filter),
+        Err(e) => {
+            eprintln!("mongo-sse: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match command {
         Command::Serve => serve(),
         Command::Demo(args) => demo(args),

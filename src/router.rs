@@ -163,6 +163,18 @@ impl Router {
         self.conns.get(&conn).map(|s| &*s.channels)
     }
 
+    /// Events waiting in `conn`'s queue.
+    pub fn queue_depth(&self, conn: ConnId) -> Option<usize> {
+        self.conns
+            .get(&conn)
+            .map(|s| s.tx.max_capacity() - s.tx.capacity())
+    }
+
+    /// Every channel with subscribers, and how many.
+    pub fn subscribed(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.index.iter().map(|(c, s)| (&**c, s.len()))
+    }
+
     /// Number of subscribed connections.
     pub fn connections(&self) -> usize {
         self.conns.len()

@@ -3,6 +3,7 @@
 //! everything else.
 
 pub mod access_log;
+pub mod admin;
 pub mod assets;
 pub mod cors;
 pub mod error;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub poll_overlap: Duration,
     /// Access control and limits.
     pub gate: gate::Gate,
+    /// `SSE_METRICS_PUBLIC`: `/metrics` without the admin token.
+    pub metrics_public: bool,
 }
 
 /// A duplicate of the connection's socket, taken when it was accepted, so that a slow
@@ -49,6 +52,7 @@ pub struct ConnSocket(pub Arc<socket2::Socket>);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     assets::routes(cfg);
+    admin::routes(cfg);
     cfg.route("/v1/stream", web::get().to(stream::stream))
         .route(
             "/wfm/workflow/workspace/{ws}/workflow/{wf}/logs/stream",

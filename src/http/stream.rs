@@ -31,7 +31,8 @@ use super::{AppState, ConnSocket};
 use crate::catchup::{CatchUp, CatchUpError};
 use crate::channel::Channel;
 use crate::event::{Event, Op};
-use crate::hub::{Start, SubscribeError, Subscription};
+use crate::hub::{ConnInfo, Start, SubscribeError, Subscription};
+use crate::metrics::{CloseReason, ResumePath};
 use crate::position::Position;
 use crate::sse;
 
@@ -50,7 +51,19 @@ pub async fn stream(
         open(&req, &state, r, pass).await
     }
     .await;
-    busy_for_event_source(&req, opened)
+    answer(&req, &state, opened)
+}
+
+/// Counts a refusal (access control, limits) and answers it.
+fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+    opened: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(e) = &opened {
+        state.hub.metrics.refused(e.status.as_u16(), e.code);
+    }
+    busy_for_event_source(req, opened)
 }
 
 /// A browser's `EventSource` gives up for good on any answer but a 200 event stream: after a
@@ -119,7 +132,7 @@ pub async fn compat_logs(
         open(&req, &state, r, pass).await
     }
     .await;
-    busy_for_event_source(&req, opened)
+    answer(&req, &state, opened)
 }
 
 fn last_event_id_header(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
@@ -152,7 +165,12 @@ async fn open(
         .map_err(|e| match e {
             SubscribeError::NotReady(why) => ApiError::unavailable("not_ready", why, 1),
         })?;
-    let mut conn = Conn::new(state, &sub, pass);
+    let mut conn = Conn::new(state, &sub, pass, req.peer_addr());
+    state.hub.attach(sub.conn, Arc::clone(&conn.info));
+    if r.resume.is_none() && r.backlog > 0 {
+        conn.resume = "backlog";
+    }
+    let mut resume = ResumePath::Ring;
     conn.peer = req.conn_data::<ConnSocket>().and_then(|s| watch_peer(&s.0));
     conn.frames.push_back(sse::retry_frame(state.retry_ms));
     if let Some(mode @ crate::source::Mode::Polling { .. }) = state.hub.mode() {
@@ -175,7 +193,7 @@ async fn open(
         Start::Replay(events) => {
             conn.last_sent = r.resume.clone().unwrap_or_else(|| sub.head.clone());
             for ev in events {
-                conn.send(&ev);
+                conn.send_replayed(&ev);
             }
         }
         Start::CatchUp { from, delivered } => {
@@ -205,6 +223,15 @@ async fn open(
                 Ok(cu) => {
                     state.hub.count_catchup(true);
                     conn.catchup = Some(cu);
+                    conn.catchup_started = Some((std::time::Instant::now(), 0));
+                    resume = ResumePath::CatchUp;
+                    tracing::info!(
+                        conn = sub.conn,
+                        from = %from,
+                        until = %sub.head,
+                        channels = %join(&sub.channels),
+                        "catch-up started"
+                    );
                 }
                 Err(CatchUpError::Busy) => {
                     state.hub.count_catchup(false);
@@ -220,6 +247,7 @@ async fn open(
                     | CatchUpError::TooFarBehind),
                 ) => {
                     state.hub.count_gap();
+                    resume = ResumePath::Gap;
                     let (reason, message) = match e {
                         CatchUpError::HistoryLost => ("history_lost", "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed"),
                         CatchUpError::TooFarBehind => ("too_far_behind", "the requested polling position is more documents behind than a catch-up replays; events between it and `resumed_at` are not sent"),
@@ -255,8 +283,15 @@ async fn open(
         }
     }
 
+    if r.resume.is_some() {
+        state.hub.metrics.resumed(resume);
+        conn.resume = resume.as_str();
+    }
+    conn.opened(&sub);
+
     let body = futures::stream::unfold((conn, sub), |(mut conn, mut sub)| async move {
         let frame = conn.next(&mut sub).await?;
+        conn.hub.metrics.bytes_out(frame.len());
         Some((Ok::<Bytes, Infallible>(frame), (conn, sub)))
     });
     Ok(HttpResponse::Ok()
@@ -351,6 +386,7 @@ async fn backlog(
     conn: &mut Conn,
     n: usize,
 ) -> Result<(), ApiError> {
+    let _running = state.hub.metrics.backlog_running();
     let fetched = state.backlogs.fetch(&sub.channels, n).await.map_err(|e| {
         ApiError::unavailable(
             "mongodb_unavailable",
@@ -414,7 +450,7 @@ async fn backlog(
         conn.frames.push_back(ev.frame.clone());
     }
     for ev in queued {
-        conn.send(&ev);
+        conn.send_live(&ev);
     }
     Ok(())
 }
@@ -436,10 +472,62 @@ struct Conn {
     /// when a write fails, one or two heartbeats later, and until then the connection keeps
     /// its queue and its places in the limits.
     peer: Option<AsyncFd<PeerFd>>,
+    id: crate::router::ConnId,
+    /// What the admin endpoints show; the events sent and the position held.
+    info: Arc<ConnInfo>,
+    /// How it started (`ConnInfo::resume`), for the logs.
+    resume: &'static str,
+    /// Why it ends, when it decided so itself (the hub's `closed_by` wins; else the client).
+    end: Option<CloseReason>,
+    /// Set once the stream is answered: only then does its end count and get logged.
+    opened_at: Option<(std::time::Instant, String)>,
+    /// A running catch-up: when it started and the events it sent.
+    catchup_started: Option<(std::time::Instant, u64)>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some((at, channels)) = self.opened_at.take() else {
+            return;
+        };
+        if !self.info.finish() {
+            return; // counted and logged by an admin close
+        }
+        // Closed from outside (slow consumer, admin), the socket's shutdown also looks like
+        // the client leaving: the hub's reason is the cause.
+        let reason = self
+            .info
+            .closed_by()
+            .or(self.end)
+            .unwrap_or(CloseReason::Client);
+        self.hub.metrics.connection_closed(reason);
+        tracing::info!(
+            conn = self.id,
+            subject = self.info.subject.as_deref().unwrap_or("-"),
+            channels = %channels,
+            duration_ms = at.elapsed().as_millis() as u64,
+            reason = reason.as_str(),
+            events_sent = self.info.events_sent.load(std::sync::atomic::Ordering::Relaxed),
+            "connection closed"
+        );
+    }
+}
+
+fn join(channels: &[Channel]) -> String {
+    channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Conn {
-    fn new(state: &AppState, sub: &Subscription, pass: Pass) -> Conn {
+    fn new(
+        state: &AppState,
+        sub: &Subscription,
+        pass: Pass,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Conn {
         let mut heartbeat = tokio::time::interval(state.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset(); // the first tick after one period, not immediately
@@ -452,18 +540,62 @@ impl Conn {
             heartbeat,
             shutdown: state.hub.shutdown_signal(),
             done: false,
+            info: Arc::new(ConnInfo::new(pass.identity.subject.clone(), remote)),
             pass,
             peer: None,
+            resume: "live",
+            end: None,
+            opened_at: None,
+            catchup_started: None,
+            id: sub.conn,
         }
     }
 
-    /// Queues an event unless it was already sent (positions only move forward).
-    fn send(&mut self, ev: &Event) {
+    /// The stream is answered: count it and log it.
+    fn opened(&mut self, sub: &Subscription) {
+        let _ = self.info.resume.set(self.resume);
+        self.info.hold(&self.last_sent);
+        self.hub.metrics.connection_opened();
+        let channels = join(&sub.channels);
+        tracing::info!(
+            conn = self.id,
+            subject = self.info.subject.as_deref().unwrap_or("-"),
+            channels = %channels,
+            remote = %self.info.remote.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            resume = self.resume,
+            "connection opened"
+        );
+        self.opened_at = Some((std::time::Instant::now(), channels));
+    }
+
+    /// Ends the stream for `reason` (the first one given wins).
+    fn end(&mut self, reason: CloseReason) {
+        self.done = true;
+        self.end.get_or_insert(reason);
+    }
+
+    /// Sends a live event: its fan-out latency is measured.
+    fn send_live(&mut self, ev: &Event) {
+        if self.send(ev) && !ev.control {
+            self.hub.metrics.delivered(ev.wall_time);
+        }
+    }
+
+    /// A replayed event (ring, catch-up).
+    fn send_replayed(&mut self, ev: &Event) {
+        if self.send(ev) && !ev.control {
+            self.hub.metrics.delivered(None);
+        }
+    }
+
+    /// Queues an event unless it was already sent (positions only move forward). True if
+    /// it was queued.
+    fn send(&mut self, ev: &Event) -> bool {
         if ev.control {
             // A mode switch: positions continue in the new kind from here.
             self.last_sent = ev.position.clone();
             self.frames.push_back(ev.frame.clone());
-            return;
+            return true;
         }
         // A replay across a source switch hands out the previous segment's events, then the
         // current one's: the first event of the other kind continues the connection in it.
@@ -474,7 +606,11 @@ impl Conn {
         if newer {
             self.last_sent = ev.position.clone();
             self.frames.push_back(ev.frame.clone());
+            self.info
+                .events_sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        newer
     }
 
     /// The token expired: say so with a named event, then end the stream. The client gets a
@@ -488,15 +624,21 @@ impl Conn {
         });
         self.frames
             .push_back(sse::named_frame("auth_expired", None, &body.to_string()));
-        self.done = true;
+        self.end(CloseReason::AuthExpired);
     }
 
     async fn next(&mut self, sub: &mut Subscription) -> Option<Bytes> {
         loop {
             if let Some(f) = self.frames.pop_front() {
+                if self.frames.is_empty() {
+                    self.info.hold(&self.last_sent);
+                }
                 return Some(f);
             }
-            if self.done || *self.shutdown.borrow() {
+            if *self.shutdown.borrow() {
+                self.end(CloseReason::Shutdown);
+            }
+            if self.done {
                 return None;
             }
             if let Some(target) = self.ahead.take() {
@@ -506,39 +648,67 @@ impl Conn {
             if let Some(cu) = self.catchup.as_mut() {
                 tokio::select! {
                     ev = cu.events.recv() => match ev {
-                        Some(Ok(ev)) => self.send(&ev),
+                        Some(Ok(ev)) => {
+                            if let Some((_, n)) = self.catchup_started.as_mut() {
+                                *n += 1;
+                            }
+                            self.send_replayed(&ev);
+                        }
                         Some(Err(e)) => {
                             tracing::warn!("catch-up failed mid-stream: {e}; closing so the client resumes");
-                            self.done = true;
+                            self.catchup_done("failed");
+                            self.end(CloseReason::Error);
                         }
                         // Cut short (stalled reader, shutdown): end rather than continue live
                         // over what it did not send; the client resumes from its last id.
                         None if !cu.complete.load(std::sync::atomic::Ordering::SeqCst) => {
-                            self.done = true
+                            self.catchup_done("cut short");
+                            let why = if *self.shutdown.borrow() {
+                                CloseReason::Shutdown
+                            } else {
+                                CloseReason::SlowConsumer
+                            };
+                            self.end(why);
                         }
-                        None => self.catchup = None,
+                        None => {
+                            self.catchup = None;
+                            self.catchup_done("complete");
+                        }
                     },
-                    _ = self.shutdown.changed() => self.done = true,
+                    _ = self.shutdown.changed() => self.end(CloseReason::Shutdown),
                     // The live queue waits for the catch-up; a comment still keeps proxies
                     // from timing out a long one.
                     _ = self.heartbeat.tick() => self.frames.push_back(sse::comment_frame("heartbeat")),
                     _ = until(self.pass.deadline) => self.expire(),
-                    _ = peer_gone(&mut self.peer) => self.done = true,
+                    _ = peer_gone(&mut self.peer) => self.end(CloseReason::Client),
                 }
                 continue;
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => self.done = true,
+                _ = self.shutdown.changed() => self.end(CloseReason::Shutdown),
                 ev = sub.rx.recv() => match ev {
-                    Some(ev) => self.send(&ev),
-                    // Removed from the router: a slow consumer, or a gap restart.
+                    Some(ev) => self.send_live(&ev),
+                    // Removed from the router: a slow consumer, an admin close, or a gap
+                    // restart; the hub says which (`ConnInfo::closed_by`).
                     None => self.done = true,
                 },
                 _ = self.heartbeat.tick() => self.heartbeat(sub),
                 _ = until(self.pass.deadline) => self.expire(),
-                _ = peer_gone(&mut self.peer) => self.done = true,
+                _ = peer_gone(&mut self.peer) => self.end(CloseReason::Client),
             }
+        }
+    }
+
+    /// Logs the end of a catch-up.
+    fn catchup_done(&mut self, how: &str) {
+        if let Some((at, events)) = self.catchup_started.take() {
+            tracing::info!(
+                conn = self.id,
+                events,
+                duration_ms = at.elapsed().as_millis() as u64,
+                "catch-up {how}"
+            );
         }
     }
 
@@ -553,14 +723,15 @@ impl Conn {
             let wait = hub.wait_head(|h| h >= &target);
             tokio::select! {
                 r = tokio::time::timeout(AHEAD_WAIT, wait) => matches!(r, Ok(true)),
-                _ = self.shutdown.changed() => { self.done = true; return; }
-                _ = peer_gone(&mut self.peer) => { self.done = true; return; }
+                _ = self.shutdown.changed() => { self.end(CloseReason::Shutdown); return; }
+                _ = peer_gone(&mut self.peer) => { self.end(CloseReason::Client); return; }
             }
         };
         if reached {
             return;
         }
         self.hub.count_gap();
+        self.hub.metrics.resumed(ResumePath::Gap);
         let gap = json!({
             "reason": "position_ahead",
             "message": "the requested position is ahead of everything MongoDB has told this gateway (a restored cluster, a clock step, or an id from elsewhere); events between `resumed_at` and it are sent, nothing before `resumed_at` can be",
@@ -582,7 +753,7 @@ impl Conn {
         let head = self.hub.head();
         // Events up to `head` for this connection are already in the queue: take them first.
         while let Ok(ev) = sub.rx.try_recv() {
-            self.send(&ev);
+            self.send_live(&ev);
         }
         self.frames.push_back(sse::comment_frame("heartbeat"));
         if let Some(head) = head {

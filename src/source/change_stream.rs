@@ -51,7 +51,12 @@ pub fn to_event(sources: &SourceSpecs, raw: &Document) -> Result<Option<Event>, 
     let (Some(spec), Ok(doc)) = (sources.get(coll), raw.get_document("fullDocument")) else {
         return Ok(None);
     };
-    Ok(Some(Event::for_source(position, spec, op, doc)))
+    let mut ev = Event::for_source(position, spec, op, doc);
+    ev.wall_time = raw
+        .get_datetime("wallTime")
+        .ok()
+        .map(|t| t.to_system_time());
+    Ok(Some(ev))
 }
 
 pub fn position_of(token: &ResumeToken) -> Option<Position> {
