@@ -116,13 +116,19 @@ pub async fn run(opts: DemoOptions, stop: impl Future<Output = ()>) -> anyhow::R
         Some(_) => format!("embedded mongo-sim at {}", config.redacted_uri()),
         None => config.redacted_uri(),
     };
+    let client = mongodb::Client::with_uri_str(&uri)
+        .await
+        .context("invalid --mongodb-uri")?;
+    // The demo's database is its own: it applies the migrations as `mongo-sse migrate` would,
+    // so the gateway starts with the indexes it needs (and without a warning about them).
+    let files = crate::migrate::embedded().map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::migrate::run(&client.database(DEMO_DB), &config, &files, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot apply the migrations to {DEMO_DB}: {e}"))?;
     let gateway = Gateway::start(config)
         .await
         .with_context(|| format!("cannot start the gateway on --bind {}", opts.bind))?;
 
-    let client = mongodb::Client::with_uri_str(&uri)
-        .await
-        .context("invalid --mongodb-uri")?;
     let logs = client.database(DEMO_DB).collection("logs");
     let stop_writer = CancellationToken::new();
     let writer = tokio::spawn(writer::Writer::new(logs, opts.rate).run(stop_writer.clone()));

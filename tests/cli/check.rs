@@ -48,13 +48,21 @@ async fn check_on_a_replica_set_says_change_streams_work() {
         ],
     )
     .await;
-    // A fresh deployment lacks only what `mongo-sse migrate` creates (the indexes section,
-    // once wired); everything else serve needs is there.
+    // A fresh deployment lacks only what `mongo-sse migrate` creates: the indexes.
     let fails = fails_in(&stdout);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(
-        code == Some(0) || (code == Some(1) && fails.iter().all(|(s, _)| s.starts_with("Indexes"))),
-        "exit {code:?}, fails {fails:?}\n{stdout}\n{stderr}"
+        fails.len() >= 2
+            && fails
+                .iter()
+                .all(|(s, t)| s.starts_with("Indexes") && t.starts_with("missing:")),
+        "fails {fails:?}\n{stdout}"
     );
+    assert!(
+        stdout.contains("workspace_id"),
+        "the logs index is named: {stdout}"
+    );
+    assert!(stdout.contains("run `mongo-sse migrate`"), "{stdout}");
     assert!(
         stdout.contains("the gateway will use change streams"),
         "{stdout}"
@@ -73,6 +81,20 @@ async fn check_on_a_replica_set_says_change_streams_work() {
     }
     assert!(stdout.contains("SSE_JWT_SECRET"), "{stdout}");
     assert!(stdout.contains("(set, not shown)"), "{stdout}");
+
+    // After `mongo-sse migrate` (same environment) serve would run fully.
+    let (code, out, err) = run(
+        &["migrate"],
+        &[
+            ("MONGODB_URI", mongo.uri.as_str()),
+            ("MONGODB_DB", mongo.db_name.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "migrate: {out}\n{err}");
+    let (code, stdout, stderr) = check(&mongo, &mongo.uri, &[]).await;
+    assert_eq!(code, Some(0), "after migrate: {stdout}\n{stderr}");
+    assert!(!stdout.contains("missing:"), "{stdout}");
 
     // An explicit cap the open-file limit cannot carry would not run fully.
     let (code, stdout, _) = check(&mongo, &mongo.uri, &[("SSE_MAX_CONNECTIONS", "10000000")]).await;
@@ -115,7 +137,16 @@ async fn check_on_a_standalone_server_says_it_will_poll() {
     assert!(stdout.contains("--replSet"), "the fix is named: {stdout}");
     assert!(stdout.contains("no oplog on a standalone"), "{stdout}");
 
-    // Polling on purpose is running fully.
+    // Polling on purpose, with the indexes polling needs, is running fully.
+    let (code, out, err) = run(
+        &["migrate"],
+        &[
+            ("MONGODB_URI", mongo.uri.as_str()),
+            ("MONGODB_DB", mongo.db_name.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "migrate: {out}\n{err}");
     let (code, stdout, _) = check(&mongo, &mongo.uri, &[("SSE_MODE", "polling")]).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(

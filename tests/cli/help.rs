@@ -4,7 +4,7 @@ use crate::run;
 async fn help_lists_the_commands() {
     let (code, stdout, stderr) = run(&["--help"], &[]).await;
     assert_eq!(code, Some(0), "{stderr}");
-    for cmd in ["serve", "demo", "check"] {
+    for cmd in ["serve", "demo", "check", "migrate"] {
         assert!(
             stdout.lines().any(|l| l.trim_start().starts_with(cmd)),
             "{cmd} missing from:\n{stdout}"
