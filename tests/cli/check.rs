@@ -31,6 +31,19 @@ async fn check(mongo: &Mongo, uri: &str, vars: &[(&str, &str)]) -> (Option<i32>,
     run(&["check"], &all).await
 }
 
+/// `mongo-sse migrate` on the test's database, which must succeed.
+async fn migrate(mongo: &Mongo) {
+    let (code, out, err) = run(
+        &["migrate"],
+        &[
+            ("MONGODB_URI", mongo.uri.as_str()),
+            ("MONGODB_DB", mongo.db_name.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "migrate: {out}\n{err}");
+}
+
 const SECRET: &str = "check-test-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "check-test-admin-token-42";
 
@@ -83,15 +96,7 @@ async fn check_on_a_replica_set_says_change_streams_work() {
     assert!(stdout.contains("(set, not shown)"), "{stdout}");
 
     // After `mongo-sse migrate` (same environment) serve would run fully.
-    let (code, out, err) = run(
-        &["migrate"],
-        &[
-            ("MONGODB_URI", mongo.uri.as_str()),
-            ("MONGODB_DB", mongo.db_name.as_str()),
-        ],
-    )
-    .await;
-    assert_eq!(code, Some(0), "migrate: {out}\n{err}");
+    migrate(&mongo).await;
     let (code, stdout, stderr) = check(&mongo, &mongo.uri, &[]).await;
     assert_eq!(code, Some(0), "after migrate: {stdout}\n{stderr}");
     assert!(!stdout.contains("missing:"), "{stdout}");
@@ -138,15 +143,7 @@ async fn check_on_a_standalone_server_says_it_will_poll() {
     assert!(stdout.contains("no oplog on a standalone"), "{stdout}");
 
     // Polling on purpose, with the indexes polling needs, is running fully.
-    let (code, out, err) = run(
-        &["migrate"],
-        &[
-            ("MONGODB_URI", mongo.uri.as_str()),
-            ("MONGODB_DB", mongo.db_name.as_str()),
-        ],
-    )
-    .await;
-    assert_eq!(code, Some(0), "migrate: {out}\n{err}");
+    migrate(&mongo).await;
     let (code, stdout, _) = check(&mongo, &mongo.uri, &[("SSE_MODE", "polling")]).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(

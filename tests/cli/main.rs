@@ -9,28 +9,9 @@ mod check;
 mod demo;
 mod help;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_mongo-sse");
-
-/// The binary with a clean environment: nothing from the developer's shell leaks in.
-pub fn command(args: &[&str], vars: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_clear()
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c
-}
+pub use common::mongo_sse as command;
 
 /// Runs to exit (bounded): `(exit code, stdout, stderr)`.
 pub async fn run(args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {

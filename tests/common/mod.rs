@@ -923,6 +923,23 @@ pub fn assert_json_4xx(what: &str, r: &HttpError) -> serde_json::Value {
     v
 }
 
+/// The `mongo-sse` binary with a clean environment: nothing from the developer's shell (a stray
+/// `SSE_AUTH`) leaks in; stdout and stderr piped; killed if the test drops it.
+pub fn mongo_sse(args: &[&str], vars: &[(&str, &str)]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_mongo-sse"));
+    c.args(args)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
 #[cfg(test)]
 mod parser_tests {
     use super::*;

@@ -1,29 +1,19 @@
 //! The `mongo-sse` binary as a child process, for the tests that need what only a process
 //! gives: exit codes, signals, a SIGKILL that leaves no chance to clean up.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use crate::common::*;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mongo-sse");
-
-/// A clean environment: nothing from the developer's shell (a stray `SSE_AUTH`) leaks in.
-pub fn command(vars: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in vars {
-        c.env(k, v);
+/// `mongo-sse` with a clean environment (see [`mongo_sse`]), logging at `info`.
+pub fn command(vars: &[(&str, &str)]) -> tokio::process::Command {
+    let mut c = mongo_sse(&[], vars);
+    if !vars.iter().any(|(k, _)| *k == "RUST_LOG") {
+        c.env("RUST_LOG", "info");
     }
     c
 }
