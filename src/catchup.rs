@@ -193,9 +193,8 @@ impl CatchUps {
         let Some(high) = until.high() else {
             return Ok(CatchUp::empty(rx));
         };
-        let overlap = self.poll_overlap.as_secs() as u32;
-        let window_below =
-            |id: &ObjectId| polling::oid_at(polling::oid_secs(id).saturating_sub(overlap));
+        let overlap = self.poll_overlap;
+        let window_below = |id: &ObjectId| polling::window_start(polling::oid_secs(id), overlap);
         let mut range = doc! {"$lte": high};
         if let Some(low) = from.high() {
             range.insert("$gte", window_below(&low));

@@ -27,15 +27,15 @@ use bson::oid::ObjectId;
 
 use crate::event::{key_object_id, Event};
 use crate::position::Position;
-use crate::source::polling::{oid_at, oid_secs};
+use crate::source::polling::{oid_secs, window_start};
 
 /// Late deliveries remembered after they leave the window.
 pub const LATE_LOG: usize = 10_000;
 
 #[derive(Debug, Default)]
 pub struct Delivered {
-    /// The window in seconds; `None`: not tracking.
-    window: Option<u32>,
+    /// The window; `None`: not tracking.
+    window: Option<Duration>,
     /// This segment's deliveries within the window, by `_id`, with their positions.
     recent: BTreeMap<(ObjectId, Arc<str>), Position>,
     /// This segment's late deliveries that left the window, oldest first.
@@ -66,7 +66,7 @@ pub struct Snapshot {
 impl Delivered {
     /// Starts keeping the documents delivered within `window` of the head.
     pub fn track(&mut self, window: Duration) {
-        self.window = Some(window.as_secs().min(u64::from(u32::MAX)) as u32);
+        self.window = Some(window);
     }
 
     pub fn is_tracking(&self) -> bool {
@@ -105,7 +105,7 @@ impl Delivered {
             None => head.cluster_time().map(|t| t.time),
         };
         let Some(secs) = secs else { return };
-        let low = oid_at(secs.saturating_sub(window));
+        let low = window_start(secs, window);
         while let Some(entry) = self.recent.first_entry() {
             if entry.key().0 >= low {
                 break;

@@ -9,6 +9,7 @@ pub mod cors;
 pub mod error;
 pub mod gate;
 pub mod health;
+pub mod peer;
 pub mod publish;
 pub mod query;
 pub mod session;

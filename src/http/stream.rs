@@ -13,19 +13,17 @@
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde_json::json;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::gate::Pass;
+use super::peer::Peer;
 use super::query::{self, StreamRequest};
 use super::{AppState, ConnSocket};
 use crate::catchup::{CatchUp, CatchUpError};
@@ -171,7 +169,7 @@ async fn open(
         conn.resume = "backlog";
     }
     let mut resume = ResumePath::Ring;
-    conn.peer = req.conn_data::<ConnSocket>().and_then(|s| watch_peer(&s.0));
+    conn.peer = Peer::watch(req.conn_data::<ConnSocket>().map(|s| &s.0));
     conn.frames.push_back(sse::retry_frame(state.retry_ms));
     if let Some(mode @ crate::source::Mode::Polling { .. }) = state.hub.mode() {
         conn.frames
@@ -326,52 +324,6 @@ fn brief(why: &str) -> String {
     format!("{}…", &why[..end])
 }
 
-/// The connection's socket (the duplicate taken at accept, no new descriptor), registered
-/// with this worker's reactor to learn when the client closes it. `None` if that fails:
-/// heartbeats still find out, later.
-fn watch_peer(sock: &Arc<socket2::Socket>) -> Option<AsyncFd<PeerFd>> {
-    // SAFETY: `PeerFd` holds an `Arc` of the socket, so the descriptor stays open and refers to
-    // the same socket for as long as the `AsyncFd` lives, and `as_raw_fd` always returns it.
-    unsafe { AsyncFd::register_with_interest(PeerFd(Arc::clone(sock)), Interest::READABLE) }.ok()
-}
-
-struct PeerFd(Arc<socket2::Socket>);
-
-impl AsRawFd for PeerFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-/// Resolves when the client has closed its end (EOF or reset). An SSE client sends nothing
-/// after its request, so readable-with-no-data means gone; should it send anything, the
-/// watch stops (unread bytes would keep it readable) and heartbeats are left to find out.
-async fn peer_gone(peer: &mut Option<AsyncFd<PeerFd>>) {
-    let gone = match peer.as_ref() {
-        None => false,
-        Some(fd) => loop {
-            let Ok(mut ready) = fd.readable().await else {
-                break true;
-            };
-            let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            // MSG_DONTWAIT: never block the worker, whatever the descriptor's mode.
-            match ready.try_io(|s| {
-                s.get_ref()
-                    .0
-                    .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-            }) {
-                Ok(Ok(0)) | Ok(Err(_)) => break true,
-                Ok(Ok(_)) => break false,
-                Err(_would_block) => continue,
-            }
-        },
-    };
-    if !gone {
-        *peer = None;
-        std::future::pending::<()>().await;
-    }
-}
-
 fn max_position(a: Option<Position>, b: Position) -> Position {
     match a {
         Some(a) if a > b => a,
@@ -404,9 +356,7 @@ async fn backlog(
             .high()
             .map(|h| crate::source::polling::oid_secs(&h))
             .unwrap_or(0);
-        let low = crate::source::polling::oid_at(
-            high_secs.saturating_sub(state.poll_overlap.as_secs() as u32),
-        );
+        let low = crate::source::polling::window_start(high_secs, state.poll_overlap);
         not_yet_polled = Some((low, delivered));
     } else if let Some(t) = fetched.operation_time {
         // Change streams: wait until the live feed has passed the query, so every document
@@ -471,7 +421,7 @@ struct Conn {
     /// The client's socket, watched for its end: actix notices a client that went away only
     /// when a write fails, one or two heartbeats later, and until then the connection keeps
     /// its queue and its places in the limits.
-    peer: Option<AsyncFd<PeerFd>>,
+    peer: Peer,
     id: crate::router::ConnId,
     /// What the admin endpoints show; the events sent and the position held.
     info: Arc<ConnInfo>,
@@ -542,7 +492,7 @@ impl Conn {
             done: false,
             info: Arc::new(ConnInfo::new(pass.identity.subject.clone(), remote)),
             pass,
-            peer: None,
+            peer: Peer::none(),
             resume: "live",
             end: None,
             opened_at: None,
@@ -680,7 +630,7 @@ impl Conn {
                     // from timing out a long one.
                     _ = self.heartbeat.tick() => self.frames.push_back(sse::comment_frame("heartbeat")),
                     _ = until(self.pass.deadline) => self.expire(),
-                    _ = peer_gone(&mut self.peer) => self.end(CloseReason::Client),
+                    _ = self.peer.gone() => self.end(CloseReason::Client),
                 }
                 continue;
             }
@@ -695,7 +645,7 @@ impl Conn {
                 },
                 _ = self.heartbeat.tick() => self.heartbeat(sub),
                 _ = until(self.pass.deadline) => self.expire(),
-                _ = peer_gone(&mut self.peer) => self.end(CloseReason::Client),
+                _ = self.peer.gone() => self.end(CloseReason::Client),
             }
         }
     }
@@ -724,7 +674,7 @@ impl Conn {
             tokio::select! {
                 r = tokio::time::timeout(AHEAD_WAIT, wait) => matches!(r, Ok(true)),
                 _ = self.shutdown.changed() => { self.end(CloseReason::Shutdown); return; }
-                _ = peer_gone(&mut self.peer) => { self.end(CloseReason::Client); return; }
+                _ = self.peer.gone() => { self.end(CloseReason::Client); return; }
             }
         };
         if reached {

@@ -66,6 +66,14 @@ pub fn oid_at(secs: u32) -> ObjectId {
     ObjectId::from_bytes(b)
 }
 
+/// The lower bound of the overlap window of a cursor at `high_secs`: the first ObjectId of
+/// the second `overlap` before it. The poller, the polling catch-up, the polling backlog and
+/// the delivered-documents record all read the same window, so they all use this.
+pub fn window_start(high_secs: u32, overlap: Duration) -> ObjectId {
+    let overlap = overlap.as_secs().min(u64::from(u32::MAX)) as u32;
+    oid_at(high_secs.saturating_sub(overlap))
+}
+
 pub fn oid_secs(oid: &ObjectId) -> u32 {
     let b = oid.bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -183,9 +191,7 @@ impl Poller {
 
     fn window_low(&self) -> Option<ObjectId> {
         let high = self.high?;
-        Some(oid_at(
-            oid_secs(&high).saturating_sub(self.overlap.as_secs() as u32),
-        ))
+        Some(window_start(oid_secs(&high), self.overlap))
     }
 
     /// One query per source: documents in the window, by `_id`.
