@@ -207,6 +207,15 @@ impl<'de> serde::Deserialize<'de> for Channel {
     }
 }
 
+/// Channels as one comma-separated string, for log lines.
+pub fn join(channels: &[Channel]) -> String {
+    channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,6 +66,9 @@ pub struct Config {
     /// `SSE_CATCHUP_STALL_SECS`: how long a catch-up waits for its reader before it gives
     /// up its slot and the connection ends (the client resumes).
     pub catchup_stall: Duration,
+    /// `SSE_BACKLOG_CONCURRENCY`: `?backlog=` queries and streams running at once; more wait
+    /// in a line of `SSE_CATCHUP_QUEUE`, beyond which new ones get `backlog_busy`.
+    pub backlog_concurrency: usize,
     /// `SSE_MODE`, `SSE_PROBE_INTERVAL_SECS`, `SSE_POLL_INTERVAL_MS`, `SSE_POLL_OVERLAP_MS`.
     pub source: SourceConfig,
     /// `SSE_AUTH`.
@@ -153,6 +156,7 @@ pub const VARS: &[&str] = &[
     "SSE_CATCHUP_CONCURRENCY",
     "SSE_CATCHUP_QUEUE",
     "SSE_CATCHUP_STALL_SECS",
+    "SSE_BACKLOG_CONCURRENCY",
     "SSE_MODE",
     "SSE_PROBE_INTERVAL_SECS",
     "SSE_POLL_INTERVAL_MS",
@@ -197,6 +201,7 @@ struct Raw {
     sse_catchup_concurrency: Option<String>,
     sse_catchup_queue: Option<String>,
     sse_catchup_stall_secs: Option<String>,
+    sse_backlog_concurrency: Option<String>,
     sse_mode: Option<String>,
     sse_probe_interval_secs: Option<String>,
     sse_poll_interval_ms: Option<String>,
@@ -566,6 +571,13 @@ impl Config {
                 1,
                 3600,
             )?),
+            backlog_concurrency: size(
+                "SSE_BACKLOG_CONCURRENCY",
+                raw.sse_backlog_concurrency.as_deref(),
+                8,
+                1,
+                1024,
+            )?,
             source,
             auth: access.auth,
             jwt: access.jwt,
@@ -657,6 +669,7 @@ impl fmt::Debug for Config {
             .field("catchup_concurrency", &self.catchup_concurrency)
             .field("catchup_queue", &self.catchup_queue)
             .field("catchup_stall", &self.catchup_stall)
+            .field("backlog_concurrency", &self.backlog_concurrency)
             .field("source", &self.source)
             .field("auth", &self.auth)
             .field("jwt", &self.jwt)

@@ -13,12 +13,11 @@ use mongodb::Client;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::backlog::Backlogs;
-use crate::catchup::CatchUps;
 use crate::config::Config;
 use crate::http::gate::Gate;
 use crate::http::{self, AppState, ConnSocket};
 use crate::hub::Hub;
+use crate::resume::{ResumeConfig, Resumer};
 use crate::source::change_stream::Watcher;
 use crate::source::supervisor::{SourceStats, Supervisor};
 use crate::tasks::Tasks;
@@ -74,20 +73,18 @@ impl Gateway {
 
         let state = web::Data::new(AppState {
             hub: Arc::clone(&hub),
-            catchups: CatchUps::new(
-                db.clone(),
-                config.sources.clone(),
-                config.catchup_concurrency,
-                config.catchup_queue,
-                config.source.poll_overlap,
-                tasks.clone(),
-                config.catchup_stall,
-            ),
-            backlogs: Backlogs::new(
+            resume: Resumer::new(
                 client.clone(),
                 db.clone(),
                 config.sources.clone(),
                 tasks.clone(),
+                ResumeConfig {
+                    catchup_concurrency: config.catchup_concurrency,
+                    catchup_queue: config.catchup_queue,
+                    backlog_concurrency: config.backlog_concurrency,
+                    stall: config.catchup_stall,
+                    poll_overlap: config.source.poll_overlap,
+                },
             ),
             sources: config.sources.clone(),
             db,
@@ -95,7 +92,6 @@ impl Gateway {
             max_channels: config.max_channels,
             heartbeat: config.heartbeat,
             retry_ms: config.retry_ms,
-            poll_overlap: config.source.poll_overlap,
             gate,
             metrics_public: config.metrics_public,
         });

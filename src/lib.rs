@@ -2,7 +2,7 @@
 //!
 //! Modules read in the order data flows: configuration; what a change becomes on its way to a
 //! browser (source -> routing -> position -> event); where it goes (router, history, hub);
-//! how a reconnect catches up (catchup, backlog); and the HTTP surface.
+//! how a reconnect catches up (resume); and the HTTP surface.
 
 pub mod backoff;
 pub mod config;
@@ -24,8 +24,7 @@ pub mod hub;
 pub mod rates;
 pub mod router;
 
-pub mod backlog;
-pub mod catchup;
+pub mod resume;
 pub mod tasks;
 
 pub mod auth;

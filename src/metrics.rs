@@ -95,6 +95,7 @@ pub struct LimitCounts {
 pub struct Sample {
     pub catchups_running: usize,
     pub catchups_queued: usize,
+    pub backlogs_running: usize,
     pub limits: LimitCounts,
     /// Seconds between the oldest position held by a connected client and the oplog's first
     /// entry; `None` when the oplog cannot be read.
@@ -228,7 +229,7 @@ impl Metrics {
             )),
             catchups_running: reg!(gauge("catchups_running", "Catch-ups running.")),
             catchups_queued: reg!(gauge("catchups_queued", "Catch-ups waiting for a slot.")),
-            backlogs_running: reg!(gauge("backlogs_running", "Backlog queries running.")),
+            backlogs_running: reg!(gauge("backlogs_running", "Backlogs querying or streaming.")),
             resume_headroom: reg!(Gauge::new(
                 name("resume_headroom_seconds"),
                 "Oldest position held by a connected client minus the oplog's first entry; a client reconnecting from a position older than the oplog gets a gap. -1 when the oplog cannot be read."
@@ -325,12 +326,6 @@ impl Metrics {
         }
     }
 
-    /// A backlog query runs while the guard lives.
-    pub fn backlog_running(&self) -> BacklogGuard<'_> {
-        self.backlogs_running.inc();
-        BacklogGuard(&self.backlogs_running)
-    }
-
     /// Logs, once per process lifetime of this registry, that the oplog cannot be read.
     pub fn oplog_unreadable(&self, why: &str) {
         if !self.oplog_warned.swap(true, Ordering::Relaxed) {
@@ -346,6 +341,7 @@ impl Metrics {
             let _one = self.sampling.lock().unwrap_or_else(|p| p.into_inner());
             self.catchups_running.set(sample.catchups_running as i64);
             self.catchups_queued.set(sample.catchups_queued as i64);
+            self.backlogs_running.set(sample.backlogs_running as i64);
             self.resume_headroom
                 .set(sample.headroom_secs.unwrap_or(-1.0));
             self.oplog_window
@@ -370,14 +366,6 @@ impl Metrics {
             tracing::warn!("encoding metrics: {e}");
         }
         String::from_utf8_lossy(&out).into_owned()
-    }
-}
-
-pub struct BacklogGuard<'a>(&'a IntGauge);
-
-impl Drop for BacklogGuard<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

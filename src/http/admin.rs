@@ -47,7 +47,8 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     if !state.metrics_public {
         admin(&req, &state)?;
     }
-    let (running, queued) = state.catchups.running_and_queued();
+    let (running, queued) = state.resume.catchups_running_and_queued();
+    let (backlogs_running, _) = state.resume.backlogs_running_and_queued();
     let l = &state.gate.limits.stats;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let limits = LimitCounts {
@@ -62,6 +63,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     let text = state.hub.metrics.render(&Sample {
         catchups_running: running,
         catchups_queued: queued,
+        backlogs_running,
         limits,
         headroom_secs,
         oplog_window_secs,

@@ -22,24 +22,21 @@ use actix_web::web;
 use mongodb::Database;
 use tokio::runtime::Handle;
 
-use crate::backlog::Backlogs;
-use crate::catchup::CatchUps;
 use crate::hub::Hub;
+use crate::resume::Resumer;
 use crate::routing::SourceSpecs;
 
 /// What every handler shares.
 pub struct AppState {
     pub hub: Arc<Hub>,
-    pub catchups: CatchUps,
-    pub backlogs: Backlogs,
+    /// How new connections catch up: ring, catch-up, backlog, gap.
+    pub resume: Resumer,
     pub sources: SourceSpecs,
     pub db: Database,
     pub runtime: Handle,
     pub max_channels: usize,
     pub heartbeat: Duration,
     pub retry_ms: u64,
-    /// The polling overlap window (`SSE_POLL_OVERLAP_MS`).
-    pub poll_overlap: Duration,
     /// Access control and limits.
     pub gate: gate::Gate,
     /// `SSE_METRICS_PUBLIC`: `/metrics` without the admin token.

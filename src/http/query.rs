@@ -3,9 +3,9 @@
 //! is rejected as a whole rather than silently trimmed.
 
 use super::error::ApiError;
-use crate::backlog::MAX_BACKLOG;
 use crate::channel::Channel;
 use crate::position::{Position, MAX_LEN};
+use crate::resume::backlog::MAX_BACKLOG;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamRequest {

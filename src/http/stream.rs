@@ -10,7 +10,7 @@
 //! Every frame is built once by the source (`Event::frame`) and shared; this file only decides
 //! which frames a connection gets and in what order.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -26,12 +26,14 @@ use super::gate::Pass;
 use super::peer::Peer;
 use super::query::{self, StreamRequest};
 use super::{AppState, ConnSocket};
-use crate::catchup::{CatchUp, CatchUpError};
 use crate::channel::Channel;
-use crate::event::{Event, Op};
-use crate::hub::{ConnInfo, Start, SubscribeError, Subscription};
+use crate::event::Event;
+use crate::hub::{ConnInfo, SubscribeError, Subscription};
 use crate::metrics::{CloseReason, ResumePath};
 use crate::position::Position;
+use crate::resume::gap::{self, GapReason};
+use crate::resume::replay::Replay;
+use crate::resume::{Refusal, Resumed};
 use crate::sse;
 
 pub async fn stream(
@@ -165,126 +167,33 @@ async fn open(
         })?;
     let mut conn = Conn::new(state, &sub, pass, req.peer_addr());
     state.hub.attach(sub.conn, Arc::clone(&conn.info));
-    if r.resume.is_none() && r.backlog > 0 {
-        conn.resume = "backlog";
-    }
-    let mut resume = ResumePath::Ring;
     conn.peer = Peer::watch(req.conn_data::<ConnSocket>().map(|s| &s.0));
     conn.frames.push_back(sse::retry_frame(state.retry_ms));
-    if let Some(mode @ crate::source::Mode::Polling { .. }) = state.hub.mode() {
-        conn.frames
-            .push_back(sse::named_frame("mode", None, &mode.to_json()));
-    }
-
-    match std::mem::replace(&mut sub.start, Start::Live) {
-        Start::Live => {
-            conn.last_sent = max_position(r.resume.clone(), sub.head.clone());
-            if conn.last_sent > sub.head {
-                // Ahead of this gateway: another instance may be a few milliseconds further
-                // along, or the id is from a restored cluster or a stepped clock.
-                conn.ahead = Some(conn.last_sent.clone());
-            }
-            if r.resume.is_none() && r.backlog > 0 {
-                backlog(state, &mut sub, &mut conn, r.backlog).await?;
-            }
-        }
-        Start::Replay(events) => {
-            conn.last_sent = r.resume.clone().unwrap_or_else(|| sub.head.clone());
-            for ev in events {
-                conn.send_replayed(&ev);
-            }
-        }
-        Start::CatchUp { from, delivered } => {
-            conn.last_sent = from.clone();
-            let started = match (from.polling(), sub.head.polling()) {
-                (None, None) => state.catchups.start(&from, &sub.head, &sub.channels).await,
-                (Some(f), Some(h)) => {
-                    state
-                        .catchups
-                        .start_polling(f, h, &sub.channels, delivered.unwrap_or_default())
-                        .await
-                }
-                // A polling position of a gateway watching other collections is foreign.
-                (Some(f), None)
-                    if f.fingerprint()
-                        != crate::position::sources_fingerprint(state.sources.collections()) =>
-                {
-                    Err(CatchUpError::Unusable(
-                        "a polling position from a gateway watching other collections".into(),
-                    ))
-                }
-                // A position of the other mode that memory no longer connects to the present:
-                // MongoDB cannot replay across modes, so the client is told.
-                _ => Err(CatchUpError::ModeChanged),
-            };
-            match started {
-                Ok(cu) => {
-                    state.hub.count_catchup(true);
-                    conn.catchup = Some(cu);
-                    conn.catchup_started = Some((std::time::Instant::now(), 0));
-                    resume = ResumePath::CatchUp;
-                    tracing::info!(
-                        conn = sub.conn,
-                        from = %from,
-                        until = %sub.head,
-                        channels = %join(&sub.channels),
-                        "catch-up started"
-                    );
-                }
-                Err(CatchUpError::Busy) => {
-                    state.hub.count_catchup(false);
-                    return Err(ApiError::unavailable(
-                        "catchup_busy",
-                        "too many reconnects are catching up right now; retry shortly",
-                        2,
-                    ));
-                }
-                Err(
-                    e @ (CatchUpError::HistoryLost
-                    | CatchUpError::ModeChanged
-                    | CatchUpError::TooFarBehind),
-                ) => {
-                    state.hub.count_gap();
-                    resume = ResumePath::Gap;
-                    let (reason, message) = match e {
-                        CatchUpError::HistoryLost => ("history_lost", "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed"),
-                        CatchUpError::TooFarBehind => ("too_far_behind", "the requested polling position is more documents behind than a catch-up replays; events between it and `resumed_at` are not sent"),
-                        _ => ("mode_changed", "the requested position belongs to the other streaming mode (change stream / polling) and is older than this gateway's memory; events between it and `resumed_at` cannot be replayed"),
-                    };
-                    let gap = json!({
-                        "reason": reason,
-                        "message": message,
-                        "last_event_id": from.encode(),
-                        "resumed_at": sub.head.encode(),
-                    });
-                    conn.frames.push_back(sse::named_frame(
-                        "gap",
-                        Some(sub.head.encode()),
-                        &gap.to_string(),
-                    ));
-                    conn.last_sent = sub.head.clone();
-                }
-                Err(CatchUpError::Unusable(why)) => {
-                    return Err(ApiError::bad_request(
-                        "unknown_last_event_id",
-                        format!("MongoDB cannot resume from this event id: {}", brief(&why)),
-                    ))
-                }
-                Err(CatchUpError::Failed(why)) => {
-                    return Err(ApiError::unavailable(
-                        "mongodb_unavailable",
-                        format!("catch-up failed: {}", brief(&why)),
-                        2,
-                    ))
-                }
-            }
-        }
-    }
-
-    if r.resume.is_some() {
-        state.hub.metrics.resumed(resume);
-        conn.resume = resume.as_str();
-    }
+    let resumed = state
+        .resume
+        .open(&state.hub, &mut sub, r.resume.as_ref(), r.backlog)
+        .await
+        .map_err(|e| match e {
+            Refusal::Busy(code) => ApiError::unavailable(
+                code,
+                if code == "backlog_busy" {
+                    "too many backlogs are being served right now; retry shortly"
+                } else {
+                    "too many reconnects are catching up right now; retry shortly"
+                },
+                2,
+            ),
+            Refusal::Unusable(why) => ApiError::bad_request(
+                "unknown_last_event_id",
+                format!("MongoDB cannot resume from this event id: {}", brief(&why)),
+            ),
+            Refusal::Failed(why) => ApiError::unavailable(
+                "mongodb_unavailable",
+                format!("catch-up failed: {}", brief(&why)),
+                2,
+            ),
+        })?;
+    conn.start(resumed);
     conn.opened(&sub);
 
     let body = futures::stream::unfold((conn, sub), |(mut conn, mut sub)| async move {
@@ -324,91 +233,11 @@ fn brief(why: &str) -> String {
     format!("{}…", &why[..end])
 }
 
-fn max_position(a: Option<Position>, b: Position) -> Position {
-    match a {
-        Some(a) if a > b => a,
-        _ => b,
-    }
-}
-
-/// Serves `?backlog=N` (see `crate::backlog` for why this is gap- and duplicate-free).
-async fn backlog(
-    state: &AppState,
-    sub: &mut Subscription,
-    conn: &mut Conn,
-    n: usize,
-) -> Result<(), ApiError> {
-    let _running = state.hub.metrics.backlog_running();
-    let fetched = state.backlogs.fetch(&sub.channels, n).await.map_err(|e| {
-        ApiError::unavailable(
-            "mongodb_unavailable",
-            format!("backlog query failed: {e}"),
-            2,
-        )
-    })?;
-    // Polling: a row the poller has not delivered yet (inside its overlap window, not in
-    // memory) will arrive live; it must not also be in the backlog. Keys are read before the
-    // queue is drained, so a delivery racing this is caught by one check or the other.
-    let mut not_yet_polled: Option<(bson::oid::ObjectId, HashSet<Arc<str>>)> = None;
-    if let Some(cursor) = sub.head.polling() {
-        let delivered = state.hub.recent_keys();
-        let high_secs = cursor
-            .high()
-            .map(|h| crate::source::polling::oid_secs(&h))
-            .unwrap_or(0);
-        let low = crate::source::polling::window_start(high_secs, state.poll_overlap);
-        not_yet_polled = Some((low, delivered));
-    } else if let Some(t) = fetched.operation_time {
-        // Change streams: wait until the live feed has passed the query, so every document
-        // the query saw after H is in the queue by now.
-        let passed = |p: &Position| {
-            p.cluster_time()
-                .is_some_and(|c| (c.time, c.increment) >= (t.time, t.increment))
-        };
-        let waited =
-            tokio::time::timeout(crate::backlog::HANDOFF_WAIT, state.hub.wait_head(passed)).await;
-        if waited.is_err() {
-            tracing::warn!("backlog: the live feed did not pass the query time in time; de-duplicating with what arrived");
-        }
-    }
-    // Everything queued so far is live and after H; the backlog must not repeat its inserts.
-    let mut queued = Vec::new();
-    while let Ok(ev) = sub.rx.try_recv() {
-        queued.push(ev);
-    }
-    let live_inserts: HashSet<Arc<str>> = queued
-        .iter()
-        .filter(|e| e.op == Op::Insert)
-        .filter_map(|e| e.key.clone())
-        .collect();
-    for row in fetched.rows {
-        let Some(spec) = state.sources.get(&row.collection) else {
-            continue;
-        };
-        let ev = Event::for_source(sub.head.clone(), spec, Op::Insert, &row.doc);
-        let pending = match (&not_yet_polled, row.doc.get("_id")) {
-            (Some((low, delivered)), Some(bson::Bson::ObjectId(id))) => {
-                id >= low && !ev.key.as_ref().is_some_and(|k| delivered.contains(k))
-            }
-            _ => false,
-        };
-        if pending || ev.key.as_ref().is_some_and(|k| live_inserts.contains(k)) {
-            continue;
-        }
-        // Backlog rows carry the subscription head as their id: resuming from any of them
-        // continues live with nothing lost.
-        conn.frames.push_back(ev.frame.clone());
-    }
-    for ev in queued {
-        conn.send_live(&ev);
-    }
-    Ok(())
-}
-
 struct Conn {
     hub: Arc<crate::hub::Hub>,
     frames: VecDeque<Bytes>,
-    catchup: Option<CatchUp>,
+    /// A catch-up or backlog streaming from MongoDB; the live queue waits behind it.
+    replay: Option<Replay>,
     last_sent: Position,
     heartbeat: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
@@ -431,8 +260,8 @@ struct Conn {
     end: Option<CloseReason>,
     /// Set once the stream is answered: only then does its end count and get logged.
     opened_at: Option<(std::time::Instant, String)>,
-    /// A running catch-up: when it started and the events it sent.
-    catchup_started: Option<(std::time::Instant, u64)>,
+    /// The running replay: when it started and the events it sent.
+    replay_started: Option<(std::time::Instant, u64)>,
 }
 
 impl Drop for Conn {
@@ -463,14 +292,6 @@ impl Drop for Conn {
     }
 }
 
-fn join(channels: &[Channel]) -> String {
-    channels
-        .iter()
-        .map(|c| c.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 impl Conn {
     fn new(
         state: &AppState,
@@ -484,7 +305,7 @@ impl Conn {
         Conn {
             hub: Arc::clone(&state.hub),
             frames: VecDeque::new(),
-            catchup: None,
+            replay: None,
             ahead: None,
             last_sent: sub.head.clone(),
             heartbeat,
@@ -496,9 +317,24 @@ impl Conn {
             resume: "live",
             end: None,
             opened_at: None,
-            catchup_started: None,
+            replay_started: None,
             id: sub.conn,
         }
+    }
+
+    /// Takes over what the resume decided: first frames, ring events, a replay.
+    fn start(&mut self, r: Resumed) {
+        self.resume = r.label;
+        self.last_sent = r.last_sent;
+        self.ahead = r.ahead;
+        self.frames.extend(r.frames);
+        for ev in &r.events {
+            self.send_replayed(ev);
+        }
+        if r.replay.is_some() {
+            self.replay_started = Some((std::time::Instant::now(), 0));
+        }
+        self.replay = r.replay;
     }
 
     /// The stream is answered: count it and log it.
@@ -506,7 +342,7 @@ impl Conn {
         let _ = self.info.resume.set(self.resume);
         self.info.hold(&self.last_sent);
         self.hub.metrics.connection_opened();
-        let channels = join(&sub.channels);
+        let channels = crate::channel::join(&sub.channels);
         tracing::info!(
             conn = self.id,
             subject = self.info.subject.as_deref().unwrap_or("-"),
@@ -536,6 +372,15 @@ impl Conn {
         if self.send(ev) && !ev.control {
             self.hub.metrics.delivered(None);
         }
+    }
+
+    /// A backlog row: it carries the subscription head as its id, like every row.
+    fn send_row(&mut self, ev: &Event) {
+        self.frames.push_back(ev.frame.clone());
+        self.info
+            .events_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.metrics.delivered(None);
     }
 
     /// Queues an event unless it was already sent (positions only move forward). True if
@@ -595,24 +440,28 @@ impl Conn {
                 self.wait_until_reached(target, sub).await;
                 continue;
             }
-            if let Some(cu) = self.catchup.as_mut() {
+            if let Some(replay) = self.replay.as_mut() {
                 tokio::select! {
-                    ev = cu.events.recv() => match ev {
+                    item = replay.items.recv() => match item {
                         Some(Ok(ev)) => {
-                            if let Some((_, n)) = self.catchup_started.as_mut() {
+                            if let Some((_, n)) = self.replay_started.as_mut() {
                                 *n += 1;
                             }
-                            self.send_replayed(&ev);
+                            if replay.rows {
+                                self.send_row(&ev);
+                            } else {
+                                self.send_replayed(&ev);
+                            }
                         }
                         Some(Err(e)) => {
-                            tracing::warn!("catch-up failed mid-stream: {e}; closing so the client resumes");
-                            self.catchup_done("failed");
+                            tracing::warn!("replay failed mid-stream: {e}; closing so the client resumes");
+                            self.replay_done("failed");
                             self.end(CloseReason::Error);
                         }
                         // Cut short (stalled reader, shutdown): end rather than continue live
                         // over what it did not send; the client resumes from its last id.
-                        None if !cu.complete.load(std::sync::atomic::Ordering::SeqCst) => {
-                            self.catchup_done("cut short");
+                        None if !replay.is_complete() => {
+                            self.replay_done("cut short");
                             let why = if *self.shutdown.borrow() {
                                 CloseReason::Shutdown
                             } else {
@@ -621,12 +470,16 @@ impl Conn {
                             self.end(why);
                         }
                         None => {
-                            self.catchup = None;
-                            self.catchup_done("complete");
+                            let then = std::mem::take(&mut replay.then);
+                            self.replay = None;
+                            self.replay_done("complete");
+                            for ev in then {
+                                self.send_live(&ev);
+                            }
                         }
                     },
                     _ = self.shutdown.changed() => self.end(CloseReason::Shutdown),
-                    // The live queue waits for the catch-up; a comment still keeps proxies
+                    // The live queue waits for the replay; a comment still keeps proxies
                     // from timing out a long one.
                     _ = self.heartbeat.tick() => self.frames.push_back(sse::comment_frame("heartbeat")),
                     _ = until(self.pass.deadline) => self.expire(),
@@ -650,14 +503,19 @@ impl Conn {
         }
     }
 
-    /// Logs the end of a catch-up.
-    fn catchup_done(&mut self, how: &str) {
-        if let Some((at, events)) = self.catchup_started.take() {
+    /// Logs the end of a catch-up or backlog.
+    fn replay_done(&mut self, how: &str) {
+        if let Some((at, events)) = self.replay_started.take() {
             tracing::info!(
                 conn = self.id,
                 events,
                 duration_ms = at.elapsed().as_millis() as u64,
-                "catch-up {how}"
+                "{} {how}",
+                if self.resume == "backlog" {
+                    "backlog"
+                } else {
+                    "catch-up"
+                }
             );
         }
     }
@@ -682,17 +540,8 @@ impl Conn {
         }
         self.hub.count_gap();
         self.hub.metrics.resumed(ResumePath::Gap);
-        let gap = json!({
-            "reason": "position_ahead",
-            "message": "the requested position is ahead of everything MongoDB has told this gateway (a restored cluster, a clock step, or an id from elsewhere); events between `resumed_at` and it are sent, nothing before `resumed_at` can be",
-            "last_event_id": target.encode(),
-            "resumed_at": sub.head.encode(),
-        });
-        self.frames.push_back(sse::named_frame(
-            "gap",
-            Some(sub.head.encode()),
-            &gap.to_string(),
-        ));
+        self.frames
+            .push_back(gap::frame(GapReason::PositionAhead, &target, &sub.head));
         self.last_sent = sub.head.clone();
     }
 

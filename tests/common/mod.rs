@@ -379,7 +379,7 @@ pub async fn get(base: &str, path: &str, headers: &[(&str, &[u8])]) -> HttpError
     }
     let resp = within(WAIT, &format!("GET {path}"), req.send())
         .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        .unwrap_or_else(|e| panic!("GET {path}: {}", error_chain(&e)));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = within(WAIT, &format!("the body of GET {path}"), resp.text())

@@ -2,6 +2,7 @@
 //! then live ones, with no gap and no duplicate across the boundary, and the ids it received
 //! resume correctly.
 
+use mongo_sse::hub::Stats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -267,5 +268,103 @@ async fn backlog_of_a_quiet_channel_is_exact() {
     sse.expect_retry().await;
     let seqs: Vec<i64> = sse.events(3, WAIT).await.iter().map(|e| e.seq()).collect();
     assert_eq!(seqs, vec![110, 1100, 101]);
+    gw.shutdown().await;
+}
+
+/// `mongo_sse_backlogs_running` as `/metrics` shows it.
+async fn backlogs_running(base: &str) -> Option<f64> {
+    let text = get(base, "/metrics", &[]).await.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mongo_sse_backlogs_running "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// #11: 300 simultaneous `?backlog=1000` used to make 300 queries at once, each collecting its
+/// documents in memory. Now at most `SSE_BACKLOG_CONCURRENCY` run, more are told `busy`
+/// (`backlog_busy`), and a backlog's slot is given up as soon as its client goes — here one
+/// that asked for a large backlog and read nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlogs_are_bounded_and_a_gone_client_gives_its_slot_up() {
+    use std::io::Write;
+    let mongo = Mongo::start("backlog_slots").await;
+    let gw = start_gateway(
+        &mongo,
+        &[
+            ("SSE_BACKLOG_CONCURRENCY", "1"),
+            ("SSE_CATCHUP_QUEUE", "0"),
+            // Longer than the test: only the client leaving may free the slot.
+            ("SSE_CATCHUP_STALL_SECS", "300"),
+        ],
+    )
+    .await;
+    let base = base_url(&gw);
+    // 1000 documents of 32 KiB: many times what the backlog's channel and both sockets'
+    // buffers hold, so a client that reads nothing keeps its backlog streaming.
+    let pad = "x".repeat(32 * 1024);
+    for chunk in 0..10 {
+        let docs = (0..100)
+            .map(|i| {
+                let mut d = log_doc("w1", "f1", chunk * 100 + i);
+                d.insert("pad", pad.as_str());
+                d
+            })
+            .collect();
+        mongo.insert_many(docs).await;
+    }
+
+    // The live feed has passed every insert: from here on, backlogs are rows only (what a
+    // lagging feed has not published yet is left out of a backlog, to arrive live).
+    eventually(WAIT, "the live feed to publish the inserts", || {
+        (Stats::get(&gw.hub.stats.events_published) >= 1000).then_some(())
+    })
+    .await;
+    let mut silent = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        silent,
+        "GET {} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        stream_path(&["logs:w1"], None, Some(1000))
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while backlogs_running(&base).await != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent client's backlog never showed as running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // While it holds the only slot, another backlog is told to come back.
+    let path = stream_path(&["logs:w1"], None, Some(5));
+    match Sse::open(&base, &path, None).await {
+        Ok(_) => panic!("a second backlog ran beside the first (SSE_BACKLOG_CONCURRENCY=1)"),
+        Err(e) => {
+            let busy = e
+                .busy()
+                .unwrap_or_else(|| panic!("not a busy stream: {} {}", e.status, e.body));
+            assert_eq!(busy["reason"], "backlog_busy", "{busy}");
+        }
+    }
+    let plain = get(&base, &path, &[]).await;
+    assert_eq!(plain.status, 503, "{}", plain.body);
+    assert!(plain.body.contains("backlog_busy"), "{}", plain.body);
+
+    // The silent client goes: its backlog stops and the next one is served.
+    drop(silent);
+    let deadline = std::time::Instant::now() + WAIT;
+    while backlogs_running(&base).await != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gone client's backlog kept its slot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut served = Sse::open(&base, &path, None)
+        .await
+        .unwrap_or_else(|e| panic!("{} {}", e.status, e.body));
+    served.expect_retry().await;
+    for want in 995..1000 {
+        assert_eq!(served.next_event(WAIT).await.unwrap().seq(), want);
+    }
     gw.shutdown().await;
 }
