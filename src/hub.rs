@@ -159,6 +159,17 @@ impl Inner {
         }
     }
 
+    /// Closes the connections whose queue was full (the slow-consumer rule: the browser
+    /// resumes from its last id and loses nothing). Their count is for the stats, which are
+    /// updated after the lock is released.
+    fn close_overflowed(&self, conns: &[ConnId]) -> u64 {
+        for conn in conns {
+            self.close(*conn, CloseReason::SlowConsumer);
+            tracing::info!(conn, "slow consumer: queue full, closing the connection");
+        }
+        conns.len() as u64
+    }
+
     /// What the source delivered recently: the window's documents when tracked, else what the
     /// ring still holds.
     fn delivered_keys(&self) -> std::collections::HashSet<Arc<str>> {
@@ -302,13 +313,11 @@ impl Hub {
         };
         inner.state = SourceState::Running;
         inner.mode = Some(mode);
-        let mut overflowed = Vec::new();
+        let mut overflowed = 0;
         if switched {
             let ev = Arc::new(Event::control(start.clone(), "mode", &mode.to_json()));
-            overflowed = inner.router.broadcast(&ev).overflowed;
-            for conn in &overflowed {
-                inner.close(*conn, CloseReason::SlowConsumer);
-            }
+            let full = inner.router.broadcast(&ev).overflowed;
+            overflowed = inner.close_overflowed(&full);
             tracing::info!(
                 mode = mode.name(),
                 position = %start,
@@ -320,10 +329,7 @@ impl Hub {
         self.metrics.mode(mode.name(), switched);
         let head = inner.history.as_ref().map(|h| h.head().clone());
         drop(inner);
-        Stats::inc(
-            &self.stats.slow_consumer_disconnects,
-            overflowed.len() as u64,
-        );
+        Stats::inc(&self.stats.slow_consumer_disconnects, overflowed);
         self.head.send_replace(head);
     }
 
@@ -398,19 +404,13 @@ impl Hub {
         inner.delivered.forget_before(&ev.position);
         inner.rates.record(ev.channel.as_str());
         let out = inner.router.publish(&ev);
-        for conn in &out.overflowed {
-            inner.close(*conn, CloseReason::SlowConsumer);
-            tracing::info!(conn, "slow consumer: queue full, closing the connection");
-        }
+        let overflowed = inner.close_overflowed(&out.overflowed);
         drop(inner);
         let source = ev.key.as_deref().map_or("", crate::event::key_collection);
         self.metrics.event_in(source, ev.wall_time);
         Stats::inc(&self.stats.events_published, 1);
         Stats::inc(&self.stats.deliveries, out.delivered as u64);
-        Stats::inc(
-            &self.stats.slow_consumer_disconnects,
-            out.overflowed.len() as u64,
-        );
+        Stats::inc(&self.stats.slow_consumer_disconnects, overflowed);
         self.head.send_replace(Some(ev.position.clone()));
     }
 
