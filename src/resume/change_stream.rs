@@ -14,20 +14,14 @@ use super::CatchUpError;
 use crate::channel::Channel;
 use crate::position::{Position, ResumePoint};
 use crate::routing::SourceSpecs;
-use crate::source::{self, change_stream};
+use crate::source;
+use crate::source::change_stream::{self, Resume};
 use crate::tasks::Tasks;
 
 const BATCH: u32 = 256;
 
 /// Invalidates (a dropped database) a catch-up continues across before giving up.
 const MAX_INVALIDATES: usize = 16;
-
-/// Where a catch-up stream (re)opens.
-enum Resume {
-    After(mongodb::change_stream::event::ResumeToken),
-    StartAfter(mongodb::change_stream::event::ResumeToken),
-    AtOperationTime(bson::Timestamp),
-}
 
 pub struct ChangeStreamCatchUp {
     pub db: Database,
@@ -103,12 +97,7 @@ impl Task {
             .full_document(mongodb::options::FullDocumentType::UpdateLookup)
             .max_await_time(Duration::from_millis(200))
             .batch_size(BATCH);
-        let stream = match resume {
-            Resume::After(t) => watch.resume_after(t).await?,
-            Resume::StartAfter(t) => watch.start_after(t).await?,
-            Resume::AtOperationTime(ts) => watch.start_at_operation_time(ts).await?,
-        };
-        Ok(stream.with_type::<Document>())
+        resume.open(watch).await
     }
 
     async fn run(self, point: ResumePoint, opened: Opened, mut out: Producer) {

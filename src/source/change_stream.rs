@@ -79,11 +79,27 @@ pub enum Resume {
     /// After an `invalidate` (the database was dropped): MongoDB refuses `resumeAfter` an
     /// invalidate but continues with `startAfter` it, losing nothing that came after.
     StartAfter(ResumeToken),
+    /// At a cluster time (a catch-up from a position that is a time, not a token).
+    AtOperationTime(bson::Timestamp),
 }
 
 impl Resume {
     pub fn is_now(&self) -> bool {
         matches!(self, Resume::Now)
+    }
+
+    /// Opens `watch` from here: the live watcher and the catch-ups open their streams alike.
+    pub async fn open(
+        self,
+        watch: mongodb::action::Watch<'_>,
+    ) -> mongodb::error::Result<ChangeStream<Document>> {
+        let stream = match self {
+            Resume::Now => watch.await?,
+            Resume::After(t) => watch.resume_after(t).await?,
+            Resume::StartAfter(t) => watch.start_after(t).await?,
+            Resume::AtOperationTime(ts) => watch.start_at_operation_time(ts).await?,
+        };
+        Ok(stream.with_type::<Document>())
     }
 }
 
@@ -116,12 +132,7 @@ impl Watcher {
             .pipeline(super::pipeline::live(&self.sources))
             .full_document(FullDocumentType::UpdateLookup)
             .max_await_time(MAX_AWAIT);
-        let stream = match resume {
-            Resume::Now => watch.await?,
-            Resume::After(t) => watch.resume_after(t).await?,
-            Resume::StartAfter(t) => watch.start_after(t).await?,
-        };
-        Ok(stream.with_type::<Document>())
+        resume.open(watch).await
     }
 
     /// Publishes the stream's events until shutdown (`Ok`) or an error the driver did not
