@@ -13,7 +13,7 @@ use crate::event::Event;
 pub type Item = Result<Arc<Event>, String>;
 
 /// Items a replay holds between MongoDB and its connection. A document is up to 16 MiB.
-pub const CHANNEL: usize = 16;
+pub const CHANNEL: usize = 8;
 
 pub struct Replay {
     pub items: mpsc::Receiver<Item>,
