@@ -514,6 +514,14 @@ impl Hub {
         }
     }
 
+    /// Returns once whoever holds the hub lock has let go. A connection whose queue ends was
+    /// removed from the router by someone holding the lock (a slow-consumer close, an admin
+    /// close, a gap restart), who records why before releasing it: waiting for the lock
+    /// makes that reason visible (`ConnInfo::closed_by`) before the connection counts its end.
+    pub fn settle(&self) {
+        drop(self.lock());
+    }
+
     /// Makes a subscribed connection visible to the admin endpoints and the resume headroom.
     pub fn attach(&self, conn: ConnId, info: Arc<ConnInfo>) {
         let mut inner = self.lock();

@@ -493,8 +493,12 @@ impl Conn {
                 ev = sub.rx.recv() => match ev {
                     Some(ev) => self.send_live(&ev),
                     // Removed from the router: a slow consumer, an admin close, or a gap
-                    // restart; the hub says which (`ConnInfo::closed_by`).
-                    None => self.done = true,
+                    // restart; the hub says which (`ConnInfo::closed_by`) once its lock is
+                    // free.
+                    None => {
+                        self.hub.settle();
+                        self.done = true;
+                    }
                 },
                 _ = self.heartbeat.tick() => self.heartbeat(sub),
                 _ = until(self.pass.deadline) => self.expire(),
