@@ -187,11 +187,7 @@ async fn open(
                 "unknown_last_event_id",
                 format!("MongoDB cannot resume from this event id: {}", brief(&why)),
             ),
-            Refusal::Failed(why) => ApiError::unavailable(
-                "mongodb_unavailable",
-                format!("catch-up failed: {}", brief(&why)),
-                2,
-            ),
+            Refusal::Failed(why) => ApiError::unavailable("mongodb_unavailable", brief(&why), 2),
         })?;
     conn.start(resumed);
     conn.opened(&sub);

@@ -182,7 +182,7 @@ pub enum Refusal {
     Busy(&'static str),
     /// The id is not one MongoDB can resume from.
     Unusable(String),
-    /// MongoDB failed; waiting may help.
+    /// MongoDB failed; waiting may help. The message says what failed.
     Failed(String),
 }
 
@@ -318,7 +318,9 @@ impl Resumer {
                         self.gap(hub, sub, &from, GapReason::ModeChanged, &mut r)
                     }
                     Err(CatchUpError::Unusable(why)) => return Err(Refusal::Unusable(why)),
-                    Err(CatchUpError::Failed(why)) => return Err(Refusal::Failed(why)),
+                    Err(CatchUpError::Failed(why)) => {
+                        return Err(Refusal::Failed(format!("catch-up failed: {why}")))
+                    }
                 }
             }
         };
