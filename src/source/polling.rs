@@ -33,6 +33,10 @@ pub struct PollStats {
     pub queries: AtomicU64,
     pub documents_found: AtomicU64,
     pub non_objectid_skipped: AtomicU64,
+    /// `_id`s read while re-reading overlap windows: what a busy window costs each poll.
+    pub ids_scanned: AtomicU64,
+    /// Whole documents read from MongoDB: the memory and bytes a poll costs.
+    pub documents_fetched: AtomicU64,
 }
 
 pub struct Poller {
@@ -211,6 +215,9 @@ impl Poller {
                 .await?
                 .try_collect()
                 .await?;
+            let n = docs.len() as u64;
+            self.stats.ids_scanned.fetch_add(n, Ordering::Relaxed);
+            self.stats.documents_fetched.fetch_add(n, Ordering::Relaxed);
             out.extend(docs.into_iter().map(|d| (idx, spec.collection.clone(), d)));
         }
         Ok(out)
