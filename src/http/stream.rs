@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::error::ApiError;
 use super::gate::Pass;
-use super::peer::Peer;
+use super::peer::{Left, Peer};
 use super::query::{self, StreamRequest};
 use super::{AppState, ConnSocket};
 use crate::channel::Channel;
@@ -479,7 +479,7 @@ impl Conn {
                     // from timing out a long one.
                     _ = self.heartbeat.tick() => self.frames.push_back(sse::comment_frame("heartbeat")),
                     _ = until(self.pass.deadline) => self.expire(),
-                    _ = self.peer.gone() => self.end(CloseReason::Client),
+                    left = self.peer.gone() => self.peer_left(left),
                 }
                 continue;
             }
@@ -498,8 +498,17 @@ impl Conn {
                 },
                 _ = self.heartbeat.tick() => self.heartbeat(sub),
                 _ = until(self.pass.deadline) => self.expire(),
-                _ = self.peer.gone() => self.end(CloseReason::Client),
+                left = self.peer.gone() => self.peer_left(left),
             }
+        }
+    }
+
+    /// A client that sent end of file may only have half-closed and still read: write at once,
+    /// and a client that really closed answers with a reset the peer watch reports next.
+    fn peer_left(&mut self, left: Left) {
+        match left {
+            Left::Closed => self.end(CloseReason::Client),
+            Left::ReadClosed => self.frames.push_back(sse::comment_frame("heartbeat")),
         }
     }
 
@@ -532,7 +541,14 @@ impl Conn {
             tokio::select! {
                 r = tokio::time::timeout(AHEAD_WAIT, wait) => matches!(r, Ok(true)),
                 _ = self.shutdown.changed() => { self.end(CloseReason::Shutdown); return; }
-                _ = self.peer.gone() => { self.end(CloseReason::Client); return; }
+                left = self.peer.gone() => {
+                    if left == Left::ReadClosed {
+                        // Back to `next` to write the probe, then wait again.
+                        self.ahead = Some(target);
+                    }
+                    self.peer_left(left);
+                    return;
+                }
             }
         };
         if reached {

@@ -9,6 +9,12 @@
 //! is first seen, with a position that counts it as late (`PollCursor::late`). The one
 //! remaining loss: a write whose `_id` is older than the window when it finally commits.
 //!
+//! A busy window holds many thousands of documents, nearly all delivered already, so the
+//! re-read asks for `_id`s only (served from the `_id` index) and whole documents are fetched
+//! just for the `_id`s not seen yet, as ranges of consecutive unseen ones: usually one range
+//! (what arrived since the last poll), one more per late document. Reading the whole window's
+//! documents every poll cost hundreds of megabytes while a large insert went on.
+//!
 //! Polling sees inserts only (that is what a log is); updates need change streams. Documents
 //! whose `_id` is not an ObjectId are skipped and counted.
 
@@ -18,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
-use bson::{doc, Bson, Document};
-use futures::TryStreamExt;
+use bson::raw::RawBsonRef;
+use bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::Database;
 
 use crate::event::{document_key, Event, Op};
@@ -33,6 +39,10 @@ pub struct PollStats {
     pub queries: AtomicU64,
     pub documents_found: AtomicU64,
     pub non_objectid_skipped: AtomicU64,
+    /// `_id`s read while re-reading overlap windows: what a busy window costs each poll.
+    pub ids_scanned: AtomicU64,
+    /// Whole documents read from MongoDB: the memory and bytes a poll costs.
+    pub documents_fetched: AtomicU64,
 }
 
 pub struct Poller {
@@ -51,6 +61,14 @@ pub struct Poller {
 
 /// How far ahead of this gateway's clock an `_id` may move the polling cursor.
 const FUTURE_TOLERANCE_SECS: u32 = 2;
+
+/// `_id`s per reply of a window re-read: about 300 KB, where a default batch may be 16 MB held
+/// whole. A window of a million documents then costs a hundred `getMore`s a poll.
+const ID_BATCH: u32 = 10_000;
+
+/// Ranges of unseen `_id`s per fetch query. Each late document makes a range of its own;
+/// this bounds a query's size while a flood of late documents still costs few queries.
+const FETCH_RANGES: usize = 256;
 
 fn now_secs() -> u32 {
     std::time::SystemTime::now()
@@ -105,7 +123,7 @@ impl Poller {
         let mut p = Poller::new(db, sources, overlap, stats);
         // Not past the horizon: a far-future `_id` must not place the window there.
         let horizon = oid_at(now_secs().saturating_add(FUTURE_TOLERANCE_SECS + 1));
-        for (i, spec) in p.sources.iter().enumerate() {
+        for spec in p.sources.iter() {
             let newest =
                 p.db.collection::<Document>(&spec.collection)
                     .find_one(doc! {"_id": {"$type": "objectId", "$lt": horizon}})
@@ -117,7 +135,6 @@ impl Poller {
                     p.high = Some(id);
                 }
             }
-            let _ = i;
         }
         // Everything inside the window is already "seen": a client connecting now starts
         // after it. But a client resuming from an earlier gateway's id may not have it — it
@@ -125,16 +142,19 @@ impl Poller {
         // delivered at their own `_id` ([`Poller::take_baseline`]): a catch-up then sends each
         // one that is after the client's position, instead of leaving it out as "not polled
         // yet, it will arrive live" (it never would).
-        let found = p.query_window().await?;
-        for (idx, coll, doc) in found {
-            if let Ok(id) = doc.get_object_id("_id") {
-                p.seen.insert((id, idx));
-                let cursor = PollCursor::new(p.fingerprint, Some(id), 0);
-                p.baseline.push((
-                    document_key(&coll, &Bson::ObjectId(id)),
-                    Position::Polling(cursor),
-                ));
-            }
+        let mut found = Vec::new();
+        for idx in 0..p.sources.iter().count() {
+            p.scan_window(idx, |id| found.extend(id.map(|id| (id, idx))))
+                .await?;
+        }
+        for (id, idx) in found {
+            let Some(spec) = p.sources.iter().nth(idx) else {
+                continue;
+            };
+            let key = document_key(&spec.collection, &Bson::ObjectId(id));
+            p.seen.insert((id, idx));
+            let cursor = PollCursor::new(p.fingerprint, Some(id), 0);
+            p.baseline.push((key, Position::Polling(cursor)));
         }
         Ok(p)
     }
@@ -158,13 +178,18 @@ impl Poller {
     ) -> mongodb::error::Result<Poller> {
         let mut p = Poller::new(db, sources, overlap, stats);
         p.high = Some(oid_at(secs));
-        let found = p.query_window().await?;
-        for (idx, coll, doc) in found {
-            if let Ok(id) = doc.get_object_id("_id") {
-                if delivered.contains(&document_key(&coll, &Bson::ObjectId(id))) {
-                    p.seen.insert((id, idx));
-                }
-            }
+        let mut found = Vec::new();
+        for (idx, spec) in p.sources.iter().enumerate() {
+            p.scan_window(idx, |id| {
+                found.extend(id.filter(|id| {
+                    delivered.contains(&document_key(&spec.collection, &Bson::ObjectId(*id)))
+                }))
+            })
+            .await?;
+            found.iter().for_each(|id| {
+                p.seen.insert((*id, idx));
+            });
+            found.clear();
         }
         Ok(p)
     }
@@ -194,24 +219,82 @@ impl Poller {
         Some(window_start(oid_secs(&high), self.overlap))
     }
 
-    /// One query per source: documents in the window, by `_id`.
-    async fn query_window(&self) -> mongodb::error::Result<Vec<(usize, String, Document)>> {
+    /// Re-reads source `idx`'s window, `_id`s only, in `_id` order: `each` gets every one
+    /// (`None` for an `_id` that is not an ObjectId). One query per source, in batches of
+    /// [`ID_BATCH`], nothing held but the batch being read.
+    async fn scan_window(
+        &self,
+        idx: usize,
+        mut each: impl FnMut(Option<ObjectId>),
+    ) -> mongodb::error::Result<()> {
+        let Some(spec) = self.sources.iter().nth(idx) else {
+            return Ok(());
+        };
         let filter = match self.window_low() {
             Some(low) => doc! {"_id": {"$gte": low}},
             None => doc! {},
         };
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let mut cursor = self
+            .db
+            .collection::<RawDocumentBuf>(&spec.collection)
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .projection(doc! {"_id": 1})
+            .batch_size(ID_BATCH)
+            .await?;
+        let mut scanned = 0u64;
+        while cursor.advance().await? {
+            scanned += 1;
+            match cursor.current().get("_id") {
+                Ok(Some(RawBsonRef::ObjectId(id))) => each(Some(id)),
+                _ => each(None),
+            }
+        }
+        self.stats.ids_scanned.fetch_add(scanned, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The whole documents of source `idx` with `_id`s in `runs` (inclusive ranges), in `_id`
+    /// order, leaving out any already seen.
+    async fn fetch(
+        &self,
+        idx: usize,
+        runs: &[(ObjectId, ObjectId)],
+    ) -> mongodb::error::Result<Vec<(ObjectId, Document)>> {
+        let Some(spec) = self.sources.iter().nth(idx) else {
+            return Ok(Vec::new());
+        };
+        let coll = self.db.collection::<Document>(&spec.collection);
         let mut out = Vec::new();
-        for (idx, spec) in self.sources.iter().enumerate() {
+        for chunk in runs.chunks(FETCH_RANGES) {
+            let mut ranges: Vec<Document> = chunk
+                .iter()
+                .map(|&(first, last)| {
+                    if first == last {
+                        doc! {"_id": first}
+                    } else {
+                        doc! {"_id": {"$gte": first, "$lte": last}}
+                    }
+                })
+                .collect();
+            let filter = match ranges.len() {
+                1 => ranges.remove(0),
+                _ => doc! {"$or": ranges},
+            };
             self.stats.queries.fetch_add(1, Ordering::Relaxed);
-            let docs: Vec<Document> = self
-                .db
-                .collection::<Document>(&spec.collection)
-                .find(filter.clone())
-                .sort(doc! {"_id": 1})
-                .await?
-                .try_collect()
-                .await?;
-            out.extend(docs.into_iter().map(|d| (idx, spec.collection.clone(), d)));
+            let mut cursor = coll.find(filter).sort(doc! {"_id": 1}).await?;
+            while cursor.advance().await? {
+                self.stats.documents_fetched.fetch_add(1, Ordering::Relaxed);
+                let doc = cursor.deserialize_current()?;
+                // A range holds only unseen `_id`s as of the re-read; one inserted into it
+                // since is new as well. Checking costs nothing and rules out a repeat.
+                if let Ok(id) = doc.get_object_id("_id") {
+                    if !self.seen.contains(&(id, idx)) {
+                        out.push((id, doc));
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -219,21 +302,34 @@ impl Poller {
     /// One polling round: the new documents as events, in delivery order.
     pub async fn poll(&mut self) -> mongodb::error::Result<Vec<Event>> {
         self.stats.polls.fetch_add(1, Ordering::Relaxed);
-        let found = self.query_window().await?;
-        let mut fresh: Vec<(ObjectId, usize, String, Document)> = Vec::new();
-        for (idx, coll, doc) in found {
-            match doc.get("_id") {
-                Some(Bson::ObjectId(id)) => {
-                    if !self.seen.contains(&(*id, idx)) {
-                        fresh.push((*id, idx, coll, doc));
+        let mut fresh: Vec<(ObjectId, usize, Document)> = Vec::new();
+        for idx in 0..self.sources.iter().count() {
+            // Unseen `_id`s with no seen one between them: one range each.
+            let mut runs: Vec<(ObjectId, ObjectId)> = Vec::new();
+            let mut extends = false;
+            let mut skipped = 0;
+            let seen = &self.seen;
+            self.scan_window(idx, |id| {
+                let Some(id) = id else {
+                    skipped += 1;
+                    return;
+                };
+                if seen.contains(&(id, idx)) {
+                    extends = false;
+                } else {
+                    match runs.last_mut() {
+                        Some(run) if extends => run.1 = id,
+                        _ => runs.push((id, id)),
                     }
+                    extends = true;
                 }
-                _ => {
-                    self.stats
-                        .non_objectid_skipped
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            })
+            .await?;
+            self.stats
+                .non_objectid_skipped
+                .fetch_add(skipped, Ordering::Relaxed);
+            let docs = self.fetch(idx, &runs).await?;
+            fresh.extend(docs.into_iter().map(|(id, doc)| (id, idx, doc)));
         }
         fresh.sort_by_key(|a| (a.0.bytes(), a.1));
         self.stats
@@ -241,7 +337,7 @@ impl Poller {
             .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         let mut events = Vec::with_capacity(fresh.len());
         let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
-        for (id, idx, _coll, doc) in fresh {
+        for (id, idx, doc) in fresh {
             // One writer whose clock runs ahead must not move the window past everyone
             // else's documents: beyond the horizon, a document is delivered as a late one
             // (the cursor stays) and re-read with the window until time catches up with it.

@@ -9,6 +9,7 @@ mod backlog;
 mod bad_input;
 mod binary;
 mod exactly_once;
+mod half_close;
 mod hardening;
 mod heartbeat;
 mod history_lost;
