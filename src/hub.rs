@@ -8,16 +8,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::channel::Channel;
 use crate::delivered::Delivered;
 use crate::event::Event;
-use crate::history::{History, Since};
+use crate::history::{Budget, History, Since};
 use crate::metrics::{CloseReason, Metrics};
 use crate::position::Position;
 use crate::rates::ChannelRates;
-use crate::router::{ConnId, Router};
+use crate::router::{ConnId, QueueReceiver, Router};
 use crate::source::Mode;
 
 /// Closes a connection's socket from outside its response stream. A client that stops
@@ -194,8 +194,10 @@ impl Inner {
 
 pub struct Hub {
     inner: Mutex<Inner>,
-    history_capacity: usize,
-    queue_len: usize,
+    /// What the history ring may hold (`SSE_HISTORY_EVENTS`, `SSE_HISTORY_BYTES`).
+    history_capacity: Budget,
+    /// What each connection's queue may hold (`SSE_QUEUE_LEN`, `SSE_QUEUE_BYTES`).
+    queue_budget: Budget,
     next_conn: AtomicU64,
     pub stats: Stats,
     /// The Prometheus metrics of this gateway.
@@ -227,7 +229,9 @@ pub enum Start {
 pub struct Subscription {
     hub: Arc<Hub>,
     pub conn: ConnId,
-    pub rx: mpsc::Receiver<Arc<Event>>,
+    /// The live events, bounded by the queue budget: taking one (`recv`, `try_recv`) gives
+    /// its bytes back to the budget.
+    pub rx: QueueReceiver,
     /// The head when the subscription was registered: every later event is in `rx`.
     pub head: Position,
     pub start: Start,
@@ -247,7 +251,9 @@ pub enum SubscribeError {
 }
 
 impl Hub {
-    pub fn new(history_capacity: usize, queue_len: usize) -> Arc<Hub> {
+    /// A hub whose ring holds at most `history` and whose connection queues each hold at most
+    /// `queue` (a plain number: that many events, with no bound on bytes).
+    pub fn new(history: impl Into<Budget>, queue: impl Into<Budget>) -> Arc<Hub> {
         let (head, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         Arc::new(Hub {
@@ -262,8 +268,8 @@ impl Hub {
                 mode: None,
                 delivered: Delivered::default(),
             }),
-            history_capacity,
-            queue_len,
+            history_capacity: history.into(),
+            queue_budget: queue.into(),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
             metrics: Arc::new(Metrics::new()),
@@ -457,7 +463,7 @@ impl Hub {
             return Err(SubscribeError::NotReady("shutting down".into()));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_len.max(1));
+        let (tx, rx) = crate::router::queue(self.queue_budget);
         let mut inner = self.lock();
         let Some(history) = inner.history.as_ref() else {
             let why = match &inner.state {
