@@ -178,11 +178,11 @@ impl Segment {
         let not_after = |e: &Arc<Event>| e.position.cmp_same_kind(pos) != Some(Ordering::Greater);
         let first = self
             .chunks
-            .partition_point(|c| c.back().is_none_or(|e| not_after(e)));
+            .partition_point(|c| c.back().is_none_or(&not_after));
         let mut out = Vec::new();
         for (i, chunk) in self.chunks.iter().enumerate().skip(first) {
             let mut from = if i == first {
-                chunk.partition_point(|e| not_after(e))
+                chunk.partition_point(&not_after)
             } else {
                 0
             };

@@ -212,8 +212,11 @@ pub struct Hub {
     /// Runs in `subscribe` between releasing the lock and reading the snapshot, so tests can
     /// publish exactly there.
     #[cfg(test)]
-    after_lock: Mutex<Option<Box<dyn Fn(&Hub) + Send + Sync>>>,
+    after_lock: Mutex<Option<TestHook>>,
 }
+
+#[cfg(test)]
+type TestHook = Box<dyn Fn(&Hub) + Send + Sync>;
 
 /// How a new subscriber catches up to the live feed.
 #[derive(Debug)]
