@@ -740,7 +740,9 @@ fn configuration_section(config: &Config) -> Section {
     );
     kv("SSE_HEARTBEAT_SECS", config.heartbeat.as_secs().to_string());
     kv("SSE_QUEUE_LEN", config.queue_len.to_string());
+    kv("SSE_QUEUE_BYTES", config.queue_bytes.to_string());
     kv("SSE_HISTORY_EVENTS", config.history_events.to_string());
+    kv("SSE_HISTORY_BYTES", config.history_bytes.to_string());
     kv(
         "SSE_CATCHUP_CONCURRENCY/QUEUE",
         format!("{} / {}", config.catchup_concurrency, config.catchup_queue),

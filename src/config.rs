@@ -29,6 +29,18 @@ pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017/?directConnecti
 pub const DEFAULT_MONGODB_DB: &str = "datashop";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
+const MIB: u64 = 1024 * 1024;
+/// `SSE_HISTORY_BYTES`: 64 MiB keeps the 10 000 default events of ordinary log lines (a few
+/// KiB each) and bounds the ring when the documents are large.
+pub const DEFAULT_HISTORY_BYTES: u64 = 64 * MIB;
+/// `SSE_QUEUE_BYTES`: 8 MiB is far above what 1024 ordinary log lines weigh, so it only binds
+/// for large documents, where it is several seconds of a slow browser's download and one
+/// second of a fast one's; beyond that a stuck reader would pin memory for nothing, while a
+/// disconnect costs it only a resume from the ring.
+pub const DEFAULT_QUEUE_BYTES: u64 = 8 * MIB;
+/// Upper bound of the byte budgets (64 GiB): anything above is a typo, not a plan.
+const MAX_BUDGET_BYTES: u64 = 64 * 1024 * MIB;
+
 /// How subscribers are authorized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -55,8 +67,15 @@ pub struct Config {
     pub retry_ms: u64,
     /// `SSE_QUEUE_LEN`: events buffered per connection before it counts as too slow.
     pub queue_len: usize,
+    /// `SSE_QUEUE_BYTES`: bytes of events buffered per connection before it counts as too
+    /// slow (an event alone larger than this is still delivered to a connection that has
+    /// nothing else waiting).
+    pub queue_bytes: usize,
     /// `SSE_HISTORY_EVENTS`: capacity of the in-memory history ring (0 disables it).
     pub history_events: usize,
+    /// `SSE_HISTORY_BYTES`: bytes of events the history ring keeps at most; an event larger
+    /// than this is delivered live but not kept.
+    pub history_bytes: usize,
     /// `SSE_MAX_CHANNELS`: channels one connection may subscribe to.
     pub max_channels: usize,
     /// `SSE_CATCHUP_CONCURRENCY`: catch-up change streams open at once.
@@ -151,7 +170,9 @@ pub const VARS: &[&str] = &[
     "SSE_HEARTBEAT_SECS",
     "SSE_RETRY_MS",
     "SSE_QUEUE_LEN",
+    "SSE_QUEUE_BYTES",
     "SSE_HISTORY_EVENTS",
+    "SSE_HISTORY_BYTES",
     "SSE_MAX_CHANNELS",
     "SSE_CATCHUP_CONCURRENCY",
     "SSE_CATCHUP_QUEUE",
@@ -196,7 +217,9 @@ struct Raw {
     sse_heartbeat_secs: Option<String>,
     sse_retry_ms: Option<String>,
     sse_queue_len: Option<String>,
+    sse_queue_bytes: Option<String>,
     sse_history_events: Option<String>,
+    sse_history_bytes: Option<String>,
     sse_max_channels: Option<String>,
     sse_catchup_concurrency: Option<String>,
     sse_catchup_queue: Option<String>,
@@ -536,12 +559,26 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            queue_bytes: size(
+                "SSE_QUEUE_BYTES",
+                raw.sse_queue_bytes.as_deref(),
+                DEFAULT_QUEUE_BYTES,
+                1024,
+                MAX_BUDGET_BYTES,
+            )?,
             history_events: size(
                 "SSE_HISTORY_EVENTS",
                 raw.sse_history_events.as_deref(),
                 10_000,
                 0,
                 10_000_000,
+            )?,
+            history_bytes: size(
+                "SSE_HISTORY_BYTES",
+                raw.sse_history_bytes.as_deref(),
+                DEFAULT_HISTORY_BYTES,
+                0,
+                MAX_BUDGET_BYTES,
             )?,
             max_channels: size(
                 "SSE_MAX_CHANNELS",
@@ -664,7 +701,9 @@ impl fmt::Debug for Config {
             .field("heartbeat", &self.heartbeat)
             .field("retry_ms", &self.retry_ms)
             .field("queue_len", &self.queue_len)
+            .field("queue_bytes", &self.queue_bytes)
             .field("history_events", &self.history_events)
+            .field("history_bytes", &self.history_bytes)
             .field("max_channels", &self.max_channels)
             .field("catchup_concurrency", &self.catchup_concurrency)
             .field("catchup_queue", &self.catchup_queue)
@@ -823,7 +862,9 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert_eq!(c.retry_ms, 3000);
         assert_eq!(c.queue_len, 1024);
+        assert_eq!(c.queue_bytes, 8 * 1024 * 1024);
         assert_eq!(c.history_events, 10_000);
+        assert_eq!(c.history_bytes, 64 * 1024 * 1024);
         assert_eq!(c.max_channels, 32);
         assert_eq!(c.catchup_concurrency, 8);
         assert_eq!(c.catchup_queue, 64);
@@ -840,7 +881,9 @@ mod tests {
             ("SSE_HEARTBEAT_SECS", "3600"),
             ("SSE_RETRY_MS", "0"),
             ("SSE_QUEUE_LEN", "1"),
+            ("SSE_QUEUE_BYTES", "1024"),
             ("SSE_HISTORY_EVENTS", "0"),
+            ("SSE_HISTORY_BYTES", "0"),
             ("SSE_MAX_CHANNELS", "1024"),
             ("SSE_CATCHUP_CONCURRENCY", "1"),
             ("SSE_CATCHUP_QUEUE", "0"),
@@ -854,7 +897,9 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(3600));
         assert_eq!(c.retry_ms, 0);
         assert_eq!(c.queue_len, 1);
+        assert_eq!(c.queue_bytes, 1024);
         assert_eq!(c.history_events, 0);
+        assert_eq!(c.history_bytes, 0);
         assert_eq!(c.max_channels, 1024);
         assert_eq!(c.catchup_concurrency, 1);
         assert_eq!(c.catchup_queue, 0);
@@ -882,6 +927,8 @@ mod tests {
             ("SSE_RETRY_MS", &["600001", "x", "99999999999999999999999"]),
             ("SSE_QUEUE_LEN", &["0", "1000001"]),
             ("SSE_HISTORY_EVENTS", &["10000001", "-5"]),
+            ("SSE_QUEUE_BYTES", &["0", "1023", "64MiB", "68719476737"]),
+            ("SSE_HISTORY_BYTES", &["-1", "1e6", "68719476737"]),
             ("SSE_MAX_CHANNELS", &["0", "1025"]),
             ("SSE_CATCHUP_CONCURRENCY", &["0", "1025"]),
             ("SSE_CATCHUP_QUEUE", &["1000001", "many"]),

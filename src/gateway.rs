@@ -14,6 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::history::Budget;
 use crate::http::gate::Gate;
 use crate::http::{self, AppState, ConnSocket};
 use crate::hub::Hub;
@@ -49,7 +50,10 @@ impl Gateway {
         crate::limits::apply_open_file_limit(&mut config.limits);
         let gate = Gate::from_config(&config).map_err(anyhow::Error::msg)?;
         let admin_token = web::Data::new(config.admin_token.clone());
-        let hub = Hub::new(config.history_events, config.queue_len);
+        let hub = Hub::new(
+            Budget::new(config.history_events, config.history_bytes),
+            Budget::new(config.queue_len, config.queue_bytes),
+        );
         let runtime = Handle::current();
         // Catch-ups and backlogs run as tasks of their own (on the runtime that owns MongoDB
         // I/O); shutdown waits for every one of them.

@@ -1,23 +1,27 @@
 //! The hub: where the source's events meet the connections. It owns the router (who wants
 //! which channel) and the history ring (what happened recently) behind one lock, so that
-//! "subscribe and read the history up to the head" is atomic with respect to publishing: an
+//! "subscribe and take the history up to the head" is atomic with respect to publishing: an
 //! event is either in the history a new subscriber reads, or in its queue — never neither,
 //! never both. That single property is what makes resume gap-free and duplicate-free.
+//!
+//! Only taking the history is under the lock: it is a snapshot (a few `Arc` clones, see
+//! `crate::history`). Searching it and matching thousands of events against the subscriber's
+//! channels happens after the lock is released, so a reconnect never holds up publishing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::channel::Channel;
 use crate::delivered::Delivered;
 use crate::event::Event;
-use crate::history::{History, Since};
+use crate::history::{Budget, History, Since};
 use crate::metrics::{CloseReason, Metrics};
 use crate::position::Position;
 use crate::rates::ChannelRates;
-use crate::router::{ConnId, Router};
+use crate::router::{ConnId, QueueReceiver, Router};
 use crate::source::Mode;
 
 /// Closes a connection's socket from outside its response stream. A client that stops
@@ -205,8 +209,10 @@ impl Inner {
 
 pub struct Hub {
     inner: Mutex<Inner>,
-    history_capacity: usize,
-    queue_len: usize,
+    /// What the history ring may hold (`SSE_HISTORY_EVENTS`, `SSE_HISTORY_BYTES`).
+    history_capacity: Budget,
+    /// What each connection's queue may hold (`SSE_QUEUE_LEN`, `SSE_QUEUE_BYTES`).
+    queue_budget: Budget,
     next_conn: AtomicU64,
     pub stats: Stats,
     /// The Prometheus metrics of this gateway.
@@ -214,7 +220,14 @@ pub struct Hub {
     /// The head position, for waiters (a backlog waits until the source has passed a time).
     head: watch::Sender<Option<Position>>,
     shutdown: watch::Sender<bool>,
+    /// Runs in `subscribe` between releasing the lock and reading the snapshot, so tests can
+    /// publish exactly there.
+    #[cfg(test)]
+    after_lock: Mutex<Option<TestHook>>,
 }
+
+#[cfg(test)]
+type TestHook = Box<dyn Fn(&Hub) + Send + Sync>;
 
 /// How a new subscriber catches up to the live feed.
 #[derive(Debug)]
@@ -238,7 +251,9 @@ pub enum Start {
 pub struct Subscription {
     hub: Arc<Hub>,
     pub conn: ConnId,
-    pub rx: mpsc::Receiver<Arc<Event>>,
+    /// The live events, bounded by the queue budget: taking one (`recv`, `try_recv`) gives
+    /// its bytes back to the budget.
+    pub rx: QueueReceiver,
     /// The head when the subscription was registered: every later event is in `rx`.
     pub head: Position,
     pub start: Start,
@@ -258,7 +273,9 @@ pub enum SubscribeError {
 }
 
 impl Hub {
-    pub fn new(history_capacity: usize, queue_len: usize) -> Arc<Hub> {
+    /// A hub whose ring holds at most `history` and whose connection queues each hold at most
+    /// `queue` (a plain number: that many events, with no bound on bytes).
+    pub fn new(history: impl Into<Budget>, queue: impl Into<Budget>) -> Arc<Hub> {
         let (head, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         Arc::new(Hub {
@@ -273,13 +290,15 @@ impl Hub {
                 mode: None,
                 delivered: Delivered::default(),
             }),
-            history_capacity,
-            queue_len,
+            history_capacity: history.into(),
+            queue_budget: queue.into(),
             next_conn: AtomicU64::new(1),
             stats: Stats::default(),
             metrics: Arc::new(Metrics::new()),
             head,
             shutdown,
+            #[cfg(test)]
+            after_lock: Mutex::new(None),
         })
     }
 
@@ -447,6 +466,10 @@ impl Hub {
     }
 
     /// Registers a connection for `channels`, resuming after `resume` if given.
+    ///
+    /// Under the lock: the head, a snapshot of the history and the connection's registration
+    /// with the router, together — every event up to the head is in the snapshot, every later
+    /// one will be in the queue. After the lock: the snapshot is searched and filtered.
     pub fn subscribe(
         self: &Arc<Self>,
         channels: Vec<Channel>,
@@ -457,7 +480,7 @@ impl Hub {
             return Err(SubscribeError::NotReady("shutting down".into()));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_len.max(1));
+        let (tx, rx) = crate::router::queue(self.queue_budget);
         let mut inner = self.lock();
         let Some(history) = inner.history.as_ref() else {
             let why = match &inner.state {
@@ -467,24 +490,37 @@ impl Hub {
             return Err(SubscribeError::NotReady(why));
         };
         let head = history.head().clone();
-        let start = match resume {
-            None => Start::Live,
-            Some(pos) => {
-                match history.since(pos, |ev| channels.iter().any(|c| ev.channel.is_within(c))) {
-                    Since::Events(evs) if evs.is_empty() => Start::Live,
-                    Since::Events(evs) => Start::Replay(evs),
-                    Since::TooOld | Since::Incomparable => Start::CatchUp {
-                        from: pos.clone(),
-                        delivered: head.polling().map(|_| inner.delivered_snapshot()),
-                    },
-                }
+        let snapshot = resume.map(|pos| (pos, history.snapshot()));
+        // A polling catch-up needs what was delivered where, taken with the head: decided
+        // here from the same snapshot (a few comparisons), used below only on a catch-up.
+        let delivered = match &snapshot {
+            Some((pos, snap)) if head.polling().is_some() && !snap.reaches(pos) => {
+                Some(inner.delivered_snapshot())
             }
+            _ => None,
         };
         inner.router.subscribe(conn, &channels, tx);
         inner.closers.insert(conn, closer);
         let channels: Box<[Channel]> = channels.into_boxed_slice();
         inner.channels.insert(conn, channels.clone());
         drop(inner);
+        #[cfg(test)]
+        if let Some(hook) = self.after_lock.lock().unwrap().as_ref() {
+            hook(self);
+        }
+        let start = match snapshot {
+            None => Start::Live,
+            Some((pos, snap)) => {
+                match snap.since(pos, |ev| channels.iter().any(|c| ev.channel.is_within(c))) {
+                    Since::Events(evs) if evs.is_empty() => Start::Live,
+                    Since::Events(evs) => Start::Replay(evs),
+                    Since::TooOld | Since::Incomparable => Start::CatchUp {
+                        from: pos.clone(),
+                        delivered,
+                    },
+                }
+            }
+        };
         Stats::inc(&self.stats.connections_total, 1);
         Stats::inc(&self.stats.connections_open, 1);
         match &start {
@@ -707,5 +743,101 @@ mod tests {
         assert_eq!(Stats::get(&hub.stats.slow_consumer_disconnects), 1);
         drop(sub);
         assert_eq!(Stats::get(&hub.stats.connections_open), 0);
+    }
+
+    fn positions(evs: &[Arc<Event>]) -> Vec<Position> {
+        evs.iter().map(|e| e.position.clone()).collect()
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<Position> {
+        let mut v = Vec::new();
+        while let Ok(e) = sub.rx.try_recv() {
+            v.push(e.position.clone());
+        }
+        v
+    }
+
+    /// The replay is read from a snapshot after the lock is released: events published
+    /// meanwhile go to the queue and not the replay, and events the ring evicts meanwhile are
+    /// still replayed — never neither, never both.
+    #[test]
+    fn the_replay_is_read_outside_the_lock_and_stays_exact() {
+        let hub = Hub::new(5, 16);
+        hub.source_started(pos(0), Mode::ChangeStream);
+        for n in 1..=5 {
+            hub.publish(ev(n, "logs:w1"));
+        }
+        *hub.after_lock.lock().unwrap() = Some(Box::new(|hub: &Hub| {
+            // Would block (and fail) if the lock were still held.
+            assert!(hub.inner.try_lock().is_ok(), "the hub lock is still held");
+            for n in 6..=8 {
+                hub.publish(ev(n, "logs:w1"));
+            }
+        }));
+        let mut sub = hub
+            .subscribe(chans(&["logs:w1"]), Some(&pos(1)), Box::new(|| {}))
+            .unwrap();
+        *hub.after_lock.lock().unwrap() = None;
+        match &sub.start {
+            Start::Replay(evs) => assert_eq!(positions(evs), (2..=5).map(pos).collect::<Vec<_>>()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sub.head, pos(5));
+        assert_eq!(drain(&mut sub), (6..=8).map(pos).collect::<Vec<_>>());
+        // The ring itself has moved on: a new subscriber from 1 needs a catch-up now.
+        let later = hub
+            .subscribe(chans(&["logs:w1"]), Some(&pos(1)), Box::new(|| {}))
+            .unwrap();
+        assert!(
+            matches!(later.start, Start::CatchUp { .. }),
+            "{:?}",
+            later.start
+        );
+    }
+
+    /// The byte budgets reach the ring and the queues.
+    #[test]
+    fn byte_budgets_bound_the_ring_and_the_queues() {
+        let big = |n: u32| {
+            Event::new(
+                pos(n),
+                Channel::parse("logs:w1").unwrap(),
+                Op::Insert,
+                &doc! {"pad": "x".repeat(10_000)},
+            )
+        };
+        let one = crate::history::footprint(&big(1));
+        let closed = Arc::new(AtomicU64::new(0));
+        let c2 = Arc::clone(&closed);
+        let hub = Hub::new(Budget::new(100, 3 * one), Budget::new(100, 2 * one));
+        hub.source_started(pos(0), Mode::ChangeStream);
+        let mut slow = hub
+            .subscribe(
+                chans(&["logs"]),
+                None,
+                Box::new(move || {
+                    c2.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .unwrap();
+        for n in 1..=5 {
+            hub.publish(big(n));
+        }
+        // The queue took two, the third closed it as a slow consumer.
+        assert_eq!(closed.load(Ordering::Relaxed), 1);
+        assert_eq!(Stats::get(&hub.stats.slow_consumer_disconnects), 1);
+        assert_eq!(drain(&mut slow), vec![pos(1), pos(2)]);
+        // The ring kept the last three: a resume from 2 replays, from 1 catches up.
+        let r = hub
+            .subscribe(chans(&["logs"]), Some(&pos(2)), Box::new(|| {}))
+            .unwrap();
+        match &r.start {
+            Start::Replay(evs) => assert_eq!(positions(evs), vec![pos(3), pos(4), pos(5)]),
+            other => panic!("{other:?}"),
+        }
+        let c = hub
+            .subscribe(chans(&["logs"]), Some(&pos(1)), Box::new(|| {}))
+            .unwrap();
+        assert!(matches!(c.start, Start::CatchUp { .. }));
     }
 }

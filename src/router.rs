@@ -5,27 +5,138 @@
 //! so publishing looks up at most four keys and touches only the connections that want the
 //! event: the cost grows with interested subscribers, not with all connections.
 //!
-//! Each connection owns a bounded queue. Publishing never waits: a full queue means the
-//! browser (or its network) cannot keep up, and holding the event for it would either stall
-//! everyone or grow memory without bound. That connection is dropped from the index and
-//! reported; the caller closes it and the browser reconnects with its last event id, losing
-//! nothing (invariant 3).
+//! Each connection owns a bounded queue ([`queue`]), bounded twice: by a number of events and
+//! by the bytes they count as ([`footprint`]). A count alone let a slow reader of one-megabyte
+//! documents hold a gigabyte. Publishing never waits: a full queue means the browser (or its
+//! network) cannot keep up, and holding the event for it would either stall everyone or grow
+//! memory without bound. That connection is dropped from the index and reported; the caller
+//! closes it and the browser reconnects with its last event id, losing nothing (invariant 3).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::mpsc::{self, Receiver, Sender};
 
 use crate::channel::Channel;
 use crate::event::Event;
+use crate::history::{footprint, Budget};
 
 /// Identifies one SSE connection within this process.
 pub type ConnId = u64;
 
 struct Subscriber {
-    tx: Sender<Arc<Event>>,
+    tx: QueueSender,
     channels: Box<[Channel]>,
+}
+
+/// A connection's queue of events, bounded by `budget`: its sending half stays in the
+/// router, its receiving half goes to the connection's stream.
+pub fn queue(budget: Budget) -> (QueueSender, QueueReceiver) {
+    let (tx, rx) = mpsc::channel(budget.events.max(1));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        QueueSender {
+            tx,
+            bytes: Arc::clone(&bytes),
+            max_bytes: budget.bytes,
+        },
+        QueueReceiver { rx, bytes },
+    )
+}
+
+/// The router's end of a connection's queue: counts the bytes of what it queues.
+pub struct QueueSender {
+    tx: Sender<Arc<Event>>,
+    /// The bytes queued and not yet taken by the connection's stream.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// Why [`QueueSender::offer`] did not queue an event.
+enum Refused {
+    /// The queue is over its budget: a slow consumer.
+    Full,
+    /// The stream has gone.
+    Closed,
+}
+
+impl QueueSender {
+    /// Queues `ev` unless that would take the queue over its budget. An event alone larger
+    /// than the byte budget is still queued when nothing else is waiting: the budget bounds
+    /// what a slow reader holds, it must not keep a fast one from ever receiving a large
+    /// document.
+    fn offer(&self, ev: &Arc<Event>) -> Result<(), Refused> {
+        let size = footprint(ev);
+        let queued = self.bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued.saturating_add(size) > self.max_bytes {
+            return if self.tx.is_closed() {
+                Err(Refused::Closed)
+            } else {
+                Err(Refused::Full)
+            };
+        }
+        // Counted before it can be received, so the receiver never subtracts first.
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        match self.tx.try_send(Arc::clone(ev)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => Err(Refused::Full),
+                    TrySendError::Closed(_) => Err(Refused::Closed),
+                }
+            }
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The connection's end of its queue. Taking an event (`recv`, `try_recv`) gives its bytes
+/// back to the queue's budget; both are drop-in replacements for `mpsc::Receiver`'s, and
+/// `recv` is cancel-safe like it (usable in `select!`).
+pub struct QueueReceiver {
+    rx: Receiver<Arc<Event>>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl QueueReceiver {
+    /// The next event; `None` once the router has dropped the connection (a slow consumer,
+    /// an admin close, a gap restart) and the queue is drained.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        let ev = self.rx.recv().await?;
+        self.taken(&ev);
+        Some(ev)
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Result<Arc<Event>, TryRecvError> {
+        let ev = self.rx.try_recv()?;
+        self.taken(&ev);
+        Ok(ev)
+    }
+
+    /// The bytes queued and not yet taken.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Events queued and not yet taken.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    fn taken(&self, ev: &Event) {
+        self.bytes.fetch_sub(footprint(ev), Ordering::Relaxed);
+    }
 }
 
 /// Outcome of [`Router::publish`].
@@ -33,7 +144,7 @@ struct Subscriber {
 pub struct Publish {
     /// Connections the event was queued for.
     pub delivered: usize,
-    /// Connections whose queue was full. They have been removed from the router; the caller
+    /// Connections whose queue was full (in events or in bytes). They have been removed from the router; the caller
     /// must close them (and count them).
     pub overflowed: Vec<ConnId>,
 }
@@ -55,7 +166,7 @@ impl Router {
     /// Registers `conn` for `channels` (duplicates ignored), replacing any previous
     /// subscription of the same id. A connection may subscribe to both a channel and its
     /// ancestor; it still receives each event once.
-    pub fn subscribe(&mut self, conn: ConnId, channels: &[Channel], tx: Sender<Arc<Event>>) {
+    pub fn subscribe(&mut self, conn: ConnId, channels: &[Channel], tx: QueueSender) {
         self.unsubscribe(conn);
         let mut unique: Vec<Channel> = Vec::with_capacity(channels.len());
         for c in channels {
@@ -97,7 +208,8 @@ impl Router {
     /// Queues `ev` for every connection subscribed to its channel or an ancestor of it, each
     /// connection at most once. Never blocks.
     ///
-    /// A full queue removes the connection and reports it in `overflowed`; a closed queue
+    /// A full queue (in events or in bytes) removes the connection and reports it in
+    /// `overflowed`; a closed queue
     /// (the connection's task has ended) removes it silently.
     pub fn publish(&mut self, ev: &Arc<Event>) -> Publish {
         let mut out = Publish::default();
@@ -140,10 +252,10 @@ impl Router {
         let Some(sub) = self.conns.get(&conn) else {
             return;
         };
-        match sub.tx.try_send(Arc::clone(ev)) {
+        match sub.tx.offer(ev) {
             Ok(()) => out.delivered += 1,
-            Err(TrySendError::Full(_)) => out.overflowed.push(conn),
-            Err(TrySendError::Closed(_)) => closed.push(conn),
+            Err(Refused::Full) => out.overflowed.push(conn),
+            Err(Refused::Closed) => closed.push(conn),
         }
     }
 
@@ -165,9 +277,14 @@ impl Router {
 
     /// Events waiting in `conn`'s queue.
     pub fn queue_depth(&self, conn: ConnId) -> Option<usize> {
+        self.conns.get(&conn).map(|s| s.tx.depth())
+    }
+
+    /// The bytes waiting in `conn`'s queue (see [`footprint`]).
+    pub fn queue_bytes(&self, conn: ConnId) -> Option<usize> {
         self.conns
             .get(&conn)
-            .map(|s| s.tx.max_capacity() - s.tx.capacity())
+            .map(|s| s.tx.bytes.load(Ordering::Relaxed))
     }
 
     /// Every channel with subscribers, and how many.
@@ -192,7 +309,6 @@ mod tests {
     use crate::event::Op;
     use crate::position::Position;
     use bson::doc;
-    use tokio::sync::mpsc::{self, Receiver};
 
     fn ch(s: &str) -> Channel {
         Channel::parse(s).unwrap()
@@ -208,14 +324,14 @@ mod tests {
         ))
     }
 
-    fn conn(r: &mut Router, id: ConnId, channels: &[&str], cap: usize) -> Receiver<Arc<Event>> {
-        let (tx, rx) = mpsc::channel(cap);
+    fn conn(r: &mut Router, id: ConnId, channels: &[&str], cap: usize) -> QueueReceiver {
+        let (tx, rx) = queue(Budget::from(cap));
         let cs: Vec<Channel> = channels.iter().map(|c| ch(c)).collect();
         r.subscribe(id, &cs, tx);
         rx
     }
 
-    fn drain(rx: &mut Receiver<Arc<Event>>) -> Vec<String> {
+    fn drain(rx: &mut QueueReceiver) -> Vec<String> {
         let mut v = Vec::new();
         while let Ok(e) = rx.try_recv() {
             v.push(e.position.to_string());
@@ -302,7 +418,7 @@ mod tests {
         let _other = conn(&mut r, 2, &["logs:w1"], 4);
         assert_eq!(r.channels(), 1);
         // Re-subscribing replaces the old channel set.
-        let (tx, mut rx2) = mpsc::channel(4);
+        let (tx, mut rx2) = queue(Budget::from(4));
         r.subscribe(1, &[ch("logs:w2")], tx);
         assert_eq!(r.channels(), 2);
         assert_eq!(r.publish(&ev(1, "logs:w1")).delivered, 1);
@@ -324,5 +440,85 @@ mod tests {
         r.publish(&e);
         let (x, y) = (a.try_recv().unwrap(), b.try_recv().unwrap());
         assert!(Arc::ptr_eq(&x, &e) && Arc::ptr_eq(&y, &e));
+    }
+
+    fn padded(n: u8, pad: usize) -> Arc<Event> {
+        let pos = Position::decode(&format!("c.{n:02X}")).unwrap();
+        Arc::new(Event::new(
+            pos,
+            ch("logs:a"),
+            Op::Insert,
+            &doc! {"pad": "x".repeat(pad)},
+        ))
+    }
+
+    #[test]
+    fn a_queue_over_its_byte_budget_overflows_and_is_removed() {
+        let one = footprint(&padded(1, 1000));
+        let mut r = Router::new();
+        let (tx, mut slow) = queue(Budget::new(1000, 2 * one + 10));
+        r.subscribe(1, &[ch("logs")], tx);
+        let mut fast = conn(&mut r, 2, &["logs"], 1000);
+        assert_eq!(r.publish(&padded(1, 1000)).delivered, 2);
+        assert_eq!(r.publish(&padded(2, 1000)).delivered, 2);
+        assert_eq!(r.queue_bytes(1), Some(2 * one));
+        assert_eq!(slow.queued_bytes(), 2 * one);
+        // The third would take it over its bytes, far below its count.
+        let p = r.publish(&padded(3, 1000));
+        assert_eq!(
+            p,
+            Publish {
+                delivered: 1,
+                overflowed: vec![1]
+            }
+        );
+        assert!(!r.contains(1));
+        assert_eq!(drain(&mut slow), ["c.01", "c.02"]);
+        assert_eq!(slow.queued_bytes(), 0);
+        assert_eq!(drain(&mut fast), ["c.01", "c.02", "c.03"]);
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_is_never_over_the_byte_budget() {
+        let one = footprint(&padded(1, 1000));
+        let mut r = Router::new();
+        let (tx, mut rx) = queue(Budget::new(1000, 2 * one));
+        r.subscribe(1, &[ch("logs")], tx);
+        for n in 1..=50 {
+            assert_eq!(r.publish(&padded(n, 1000)).delivered, 1);
+            if n % 2 == 0 {
+                assert_eq!(drain(&mut rx).len(), 2);
+                assert_eq!(rx.queued_bytes(), 0);
+            }
+        }
+        assert!(r.contains(1));
+    }
+
+    #[test]
+    fn an_event_larger_than_the_byte_budget_reaches_an_empty_queue() {
+        let mut r = Router::new();
+        let (tx, mut rx) = queue(Budget::new(1000, 100));
+        r.subscribe(1, &[ch("logs")], tx);
+        // Alone in the queue: delivered, however large.
+        assert_eq!(r.publish(&padded(1, 10_000)).delivered, 1);
+        assert_eq!(drain(&mut rx), ["c.01"]);
+        assert_eq!(r.publish(&padded(2, 10_000)).delivered, 1);
+        // Behind another one: over the budget.
+        assert_eq!(r.publish(&padded(3, 10)).overflowed, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn recv_gives_the_bytes_back() {
+        let mut r = Router::new();
+        let (tx, mut rx) = queue(Budget::new(10, 1 << 20));
+        r.subscribe(1, &[ch("logs")], tx);
+        let e = padded(1, 500);
+        r.publish(&e);
+        assert_eq!((rx.len(), rx.queued_bytes()), (1, footprint(&e)));
+        assert!(Arc::ptr_eq(&rx.recv().await.unwrap(), &e));
+        assert_eq!((rx.len(), rx.queued_bytes()), (0, 0));
+        assert!(rx.is_empty());
+        r.unsubscribe(1);
+        assert!(rx.recv().await.is_none());
     }
 }

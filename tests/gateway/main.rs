@@ -8,6 +8,7 @@ mod common;
 mod backlog;
 mod bad_input;
 mod binary;
+mod budgets;
 mod exactly_once;
 mod half_close;
 mod hardening;
