@@ -5,7 +5,7 @@
 use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
 use crate::cursor::{BatchBytes, Cursor, CursorKind};
 use crate::error::{codes, is_resumable_change_stream_code, CommandError, CommandResult};
-use crate::oplog::OpKind;
+use crate::oplog::{EntryExtra, OpKind};
 use crate::query::diff::update_description;
 use crate::query::filter::Filter;
 use crate::query::projection::Projection;
@@ -442,8 +442,10 @@ fn apply_update(
         return Ok(None);
     }
     let key = old.get("_id").cloned().unwrap_or(Bson::Null);
+    let mut images = false;
     if let Some(c) = st.collection_mut(db, coll) {
         c.replace(record, new.clone())?;
+        images = c.pre_images_enabled();
     }
     let op = match update {
         Update::Replacement(_) => OpKind::Replace {
@@ -455,8 +457,29 @@ fn apply_update(
             desc: update_description(&old, &new),
         },
     };
-    st.log(db, coll, op);
+    let extra = match images {
+        true => EntryExtra {
+            pre_image: Some(old),
+            post_image: Some(new.clone()),
+            ..EntryExtra::default()
+        },
+        false => EntryExtra::default(),
+    };
+    st.log_with(db, coll, op, extra);
     Ok(Some(new))
+}
+
+/// Logs the delete of `doc`, with its pre-image when the collection records them.
+fn log_delete(st: &mut State, db: &str, coll: &str, doc: Document) {
+    let key = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let images = st
+        .collection(db, coll)
+        .is_some_and(|c| c.pre_images_enabled());
+    let extra = EntryExtra {
+        pre_image: images.then_some(doc),
+        ..EntryExtra::default()
+    };
+    st.log_with(db, coll, OpKind::Delete { key }, extra);
 }
 
 fn immutable_id(old: &Bson) -> CommandError {
@@ -600,8 +623,7 @@ pub fn delete(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             }
             for rec in matching_records(&st, db, coll, &filter, None, limit == 1) {
                 if let Some(doc) = st.collection_mut(db, coll).and_then(|c| c.remove(rec)) {
-                    let key = doc.get("_id").cloned().unwrap_or(Bson::Null);
-                    st.log(db, coll, OpKind::Delete { key });
+                    log_delete(&mut st, db, coll, doc);
                     n += 1;
                 }
             }
@@ -669,13 +691,7 @@ pub fn find_and_modify(
         (Some(rec), None) => {
             let doc = st.collection_mut(db, coll).and_then(|c| c.remove(rec));
             if let Some(d) = &doc {
-                st.log(
-                    db,
-                    coll,
-                    OpKind::Delete {
-                        key: d.get("_id").cloned().unwrap_or(Bson::Null),
-                    },
-                );
+                log_delete(&mut st, db, coll, d.clone());
             }
             OpCounters::add(&shared.counters.delete, 1);
             doc! {"lastErrorObject": {"n": 1}, "value": doc.map(|d| Bson::Document(project(d))).unwrap_or(Bson::Null)}

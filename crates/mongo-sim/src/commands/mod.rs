@@ -147,6 +147,7 @@ async fn run(
         "createIndexes" => ddl::create_indexes(shared, body, db),
         "listIndexes" => ddl::list_indexes(shared, body, db),
         "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(shared, body, db),
+        "collMod" => ddl::coll_mod(shared, body, db),
         other => Err(CommandError::new(
             codes::COMMAND_NOT_FOUND,
             format!("no such command: '{other}'"),
