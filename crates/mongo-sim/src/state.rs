@@ -145,6 +145,8 @@ pub struct Shared {
     pub connections_current: AtomicI64,
     pub connections_total: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
+    /// The TTL monitor's interval (`ttlMonitorSleepSecs`).
+    pub ttl_interval: watch::Sender<std::time::Duration>,
 }
 
 impl Shared {
@@ -166,6 +168,7 @@ impl Shared {
             connections_current: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             shutdown,
+            ttl_interval: watch::channel(crate::ttl::DEFAULT_INTERVAL).0,
         }
     }
 

@@ -126,6 +126,40 @@ impl Collection {
             .unwrap_or(false)
     }
 
+    /// MongoDB's document validation: the collection's `validator` (a query filter) under its
+    /// `validationLevel` (`strict`: every write; `moderate`: updates only of documents that
+    /// already passed; `off`) and `validationAction` (`error`: 121 DocumentValidationFailure;
+    /// `warn`: logged and written).
+    pub fn validate(&self, new: &Document, old: Option<&Document>) -> CommandResult<()> {
+        let Ok(validator) = self.options.get_document("validator") else {
+            return Ok(());
+        };
+        let level = self.options.get_str("validationLevel").unwrap_or("strict");
+        if level == "off" {
+            return Ok(());
+        }
+        let filter = crate::query::filter::Filter::parse(validator)?;
+        if level == "moderate" && old.is_some_and(|o| !filter.matches(o)) {
+            return Ok(());
+        }
+        if filter.matches(new) {
+            return Ok(());
+        }
+        let id = new.get("_id").cloned().unwrap_or(Bson::Null);
+        if self.options.get_str("validationAction") == Ok("warn") {
+            tracing::warn!(%id, "Document would fail validation");
+            return Ok(());
+        }
+        Err(CommandError::new(
+            codes::DOCUMENT_VALIDATION_FAILURE,
+            "Document failed validation",
+        )
+        .with_extra(doc! {"errInfo": {
+            "failingDocumentId": id,
+            "details": {"operatorName": "$and", "specifiedAs": validator.clone()},
+        }}))
+    }
+
     /// `collMod`'s `index: {keyPattern | name, expireAfterSeconds}`: returns the old and new
     /// values and the index's name.
     pub fn modify_index_ttl(&mut self, spec: &Document) -> CommandResult<(Bson, Bson, String)> {

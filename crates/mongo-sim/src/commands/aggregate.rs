@@ -92,10 +92,12 @@ fn check_change_stream_read_concern(body: &Document) -> CommandResult<()> {
         Some(Bson::Document(rc)) => match rc.get("level") {
             None => return Ok(()),
             Some(Bson::String(l)) => l.clone(),
-            Some(other) => return Err(CommandError::type_mismatch(format!(
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
                 "BSON field 'readConcern.level' is the wrong type '{:?}', expected type 'string'",
                 other.element_type()
-            ))),
+            )))
+            }
         },
         Some(other) => {
             return Err(CommandError::type_mismatch(format!(

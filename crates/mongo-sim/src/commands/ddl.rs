@@ -135,10 +135,12 @@ fn validate_collection_options(options: &Document, command: &str) -> CommandResu
                     "Enumeration value '{s}' for field '{command}.{field}' is not a valid value."
                 )))
             }
-            Some(other) => return Err(CommandError::type_mismatch(format!(
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
                 "BSON field '{command}.{field}' is the wrong type '{:?}', expected type 'string'",
                 other.element_type()
-            ))),
+            )))
+            }
         }
     }
     Ok(())
@@ -180,10 +182,12 @@ pub fn coll_mod(shared: &Shared, body: &Document, db: &str) -> CommandResult<Doc
             }
             "index" => match v {
                 Bson::Document(d) => index = Some(d.clone()),
-                other => return Err(CommandError::type_mismatch(format!(
+                other => {
+                    return Err(CommandError::type_mismatch(format!(
                     "BSON field 'collMod.index' is the wrong type '{:?}', expected type 'object'",
                     other.element_type()
-                ))),
+                )))
+                }
             },
             k if is_generic_field(k) => {}
             "expireAfterSeconds" | "timeseries" | "viewOn" | "pipeline" | "clusteredIndex"
