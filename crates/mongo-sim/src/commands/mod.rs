@@ -3,6 +3,7 @@
 //! it in `opcounters`, stamps `$clusterTime`/`operationTime` as a replica-set member does, and
 //! wakes change streams when the oplog grew.
 
+mod admin;
 mod aggregate;
 mod crud;
 mod ddl;
@@ -95,6 +96,50 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: 
     }
     Outcome::Reply(finish(shared, reply))
 }
+
+/// Every command `run` answers, as `listCommands` lists them.
+const COMMANDS: &[&str] = &[
+    "aggregate",
+    "buildInfo",
+    "collMod",
+    "collStats",
+    "configureFailPoint",
+    "connectionStatus",
+    "count",
+    "create",
+    "createIndexes",
+    "dataSize",
+    "dbStats",
+    "delete",
+    "dropIndexes",
+    "drop",
+    "dropDatabase",
+    "endSessions",
+    "find",
+    "findAndModify",
+    "getCmdLineOpts",
+    "getMore",
+    "getParameter",
+    "hello",
+    "hostInfo",
+    "insert",
+    "isMaster",
+    "killCursors",
+    "killSessions",
+    "listCollections",
+    "listCommands",
+    "listDatabases",
+    "listIndexes",
+    "ping",
+    "profile",
+    "refreshSessions",
+    "renameCollection",
+    "replSetGetStatus",
+    "serverStatus",
+    "update",
+    "validate",
+    "whatsmyuri",
+];
 
 /// Commands that wait for their `writeConcern`.
 const ACKNOWLEDGED_COMMANDS: &[&str] = &[
@@ -202,6 +247,16 @@ async fn run(
         "listIndexes" => ddl::list_indexes(shared, body, db),
         "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(shared, body, db),
         "collMod" => ddl::coll_mod(shared, body, db),
+        "getCmdLineOpts" => admin::get_cmd_line_opts(shared, db),
+        "getParameter" => admin::get_parameter(shared, body, db),
+        "hostInfo" => Ok(admin::host_info(shared)),
+        "replSetGetStatus" => admin::repl_set_get_status(shared, db),
+        "dbStats" | "dbstats" => admin::db_stats(shared, body, db),
+        "collStats" | "collstats" => admin::coll_stats(shared, body, db),
+        "dataSize" | "datasize" => admin::data_size(shared, body),
+        "validate" => admin::validate(shared, body, db),
+        "profile" => admin::profile(body),
+        "listCommands" => Ok(admin::list_commands(COMMANDS)),
         other => Err(CommandError::new(
             codes::COMMAND_NOT_FOUND,
             format!("no such command: '{other}'"),
