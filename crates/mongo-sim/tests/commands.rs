@@ -248,24 +248,22 @@ async fn databases_and_collections_are_listed_created_dropped_and_renamed() {
     // MongoDB 7.0: creating an existing collection with identical options is a no-op; with
     // other options it is NamespaceExists.
     env.db.create_collection("a").await.unwrap();
+    let validator = doc! {"a": {"$exists": true}};
     let err = env
         .db
         .create_collection("a")
-        .capped(true)
-        .size(4096)
+        .validator(validator.clone())
         .await
         .unwrap_err();
     assert_eq!(command_error(&err), (48, "NamespaceExists".into()));
     env.db
         .create_collection("capped")
-        .capped(true)
-        .size(4096)
+        .validator(validator.clone())
         .await
         .unwrap();
     env.db
         .create_collection("capped")
-        .capped(true)
-        .size(4096)
+        .validator(validator.clone())
         .await
         .unwrap();
     let err = env.db.create_collection("capped").await.unwrap_err();
@@ -279,8 +277,20 @@ async fn databases_and_collections_are_listed_created_dropped_and_renamed() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(spec[0].options.capped, Some(true));
+    assert_eq!(spec[0].options.validator, Some(validator));
     env.coll("capped").drop().await.unwrap();
+    // Capped collections are not simulated: refused, never created as plain ones.
+    let capped = env
+        .db
+        .create_collection("real_capped")
+        .capped(true)
+        .size(4096)
+        .await;
+    if env.is_sim() {
+        assert_eq!(command_error(&capped.unwrap_err()).0, 72);
+    } else {
+        capped.unwrap();
+    }
 
     env.coll("a").drop().await.unwrap();
     assert_eq!(env.db.list_collection_names().await.unwrap(), ["b"]);
