@@ -12,15 +12,15 @@
 use crate::cursor::BatchBytes;
 use crate::error::{codes, CommandError, CommandResult};
 use crate::oplog::{
-    decode_token, document_key_bytes, token_doc, ts_before, Entry, OpKind, Oplog, TokenKind,
-    TokenPos,
+    decode_token, document_key_bytes, fragment_token, token_doc, ts_before, Entry, OpKind, Oplog,
+    TokenKind, TokenPos,
 };
 use crate::query::pipeline::Pipeline;
 use crate::state::State;
 use crate::store::Database;
 use crate::wire::MAX_INTERNAL_BSON_OBJECT_SIZE;
 use bson::{doc, Bson, Document, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scope {
@@ -36,6 +36,18 @@ pub enum FullDocument {
     WhenAvailable,
     Required,
 }
+
+/// `fullDocumentBeforeChange`: the pre-image recorded while the collection had
+/// `changeStreamPreAndPostImages` enabled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BeforeChange {
+    Off,
+    WhenAvailable,
+    Required,
+}
+
+/// The name of the stage that splits events over 16 MiB into fragments.
+pub const SPLIT_STAGE: &str = "$changeStreamSplitLargeEvent";
 
 /// Stages MongoDB allows after `$changeStream`: they transform events one at a time.
 const ALLOWED_STAGES: &[&str] = &[
@@ -66,6 +78,14 @@ const OPTIONS: &[&str] = &[
 pub struct ChangeStream {
     scope: Scope,
     full_document: FullDocument,
+    before_change: BeforeChange,
+    show_expanded: bool,
+    /// The pipeline ends with `$changeStreamSplitLargeEvent`.
+    split: bool,
+    /// Fragments of a split event not yet delivered (the batch filled up).
+    pending_fragments: VecDeque<Document>,
+    /// Resuming from fragment `n` of the event at this sequence number: skip its first `n`.
+    skip_fragments: Option<(u64, u16)>,
     pipeline: Pipeline,
     /// The next oplog sequence number to read.
     next_seq: u64,
@@ -115,15 +135,58 @@ impl ChangeStream {
             },
             Some(_) => return Err(CommandError::type_mismatch("fullDocument must be a string")),
         };
+        let before_change = match options.get("fullDocumentBeforeChange") {
+            None => BeforeChange::Off,
+            Some(Bson::String(s)) => match s.as_str() {
+                "off" => BeforeChange::Off,
+                "whenAvailable" => BeforeChange::WhenAvailable,
+                "required" => BeforeChange::Required,
+                other => {
+                    return Err(CommandError::bad_value(format!(
+                        "Enumeration value '{other}' for field '$changeStream.fullDocumentBeforeChange' is not a valid value."
+                    )))
+                }
+            },
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
+                    "BSON field '$changeStream.fullDocumentBeforeChange' is the wrong type '{:?}', expected type 'string'",
+                    other.element_type()
+                )))
+            }
+        };
+        let show_expanded = match options.get("showExpandedEvents") {
+            None => false,
+            Some(Bson::Boolean(b)) => *b,
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
+                    "BSON field '$changeStream.showExpandedEvents' is the wrong type '{:?}', expected type 'bool'",
+                    other.element_type()
+                )))
+            }
+        };
+        let mut split = false;
+        let mut rest = rest;
+        if let Some((last, before)) = rest.split_last() {
+            if last.keys().next().map(String::as_str) == Some(SPLIT_STAGE) {
+                match last.get(SPLIT_STAGE) {
+                    Some(Bson::Document(d)) if d.is_empty() => {}
+                    _ => {
+                        return Err(CommandError::new(
+                            7182800,
+                            "$changeStreamSplitLargeEvent spec should be an empty object",
+                        ))
+                    }
+                }
+                split = true;
+                rest = before;
+            }
+        }
         for stage in rest {
             if let Some(name) = stage.keys().next() {
-                if name == "$changeStreamSplitLargeEvent" {
-                    // Accepting it and never splitting would turn a large event into a silent
-                    // BSONObjectTooLarge later; refusing says so up front, as a server without
-                    // the stage (before 6.0.9) does.
+                if name == SPLIT_STAGE {
                     return Err(CommandError::new(
-                        codes::UNRECOGNIZED_PIPELINE_STAGE,
-                        "Unrecognized pipeline stage name: '$changeStreamSplitLargeEvent' (mongo-sim does not split large change events; an event over 16MB fails the stream with BSONObjectTooLarge)",
+                        7182802,
+                        "$changeStreamSplitLargeEvent must be the last stage in the pipeline",
                     ));
                 }
                 if name.starts_with('$')
@@ -153,6 +216,7 @@ impl ChangeStream {
         }
         let oplog = &state.oplog;
         let mut verify = None;
+        let mut skip_fragments = None;
         let mut min_ts = Timestamp {
             time: 0,
             increment: 0,
@@ -171,7 +235,17 @@ impl ChangeStream {
                     Bson::Document(d) => d,
                     _ => Document::new(),
                 };
+                if pos.fragment.is_some() && !split {
+                    return Err(CommandError::new(
+                        codes::CHANGE_STREAM_FATAL_ERROR,
+                        "To resume from a split event, the $changeStream pipeline must include a $changeStreamSplitLargeEvent stage",
+                    )
+                    .with_label("NonResumableChangeStreamError"));
+                }
                 let next = oplog.resume_after(&pos)?;
+                if let Some(n) = pos.fragment {
+                    skip_fragments = Some((pos.seq, n));
+                }
                 match pos.kind {
                     TokenKind::HighWaterMark => min_ts = pos.ts,
                     TokenKind::Event | TokenKind::Invalidate => verify = Some(pos),
@@ -194,11 +268,27 @@ impl ChangeStream {
                     token_doc(ts, next.saturating_sub(1), TokenKind::HighWaterMark, None),
                 )
             }
-            None => (oplog.head_seq() + 1, oplog.last().high_water_mark()),
+            None => {
+                // MongoDB starts one tick past the newest write and reports that as the
+                // initial high-water mark, so a resume from it (or a startAtOperationTime at
+                // its time) never replays the write before the stream opened, such as the
+                // drop of the collection it watches.
+                let start = next_tick(oplog.last().ts);
+                min_ts = start;
+                (
+                    oplog.head_seq() + 1,
+                    token_doc(start, oplog.head_seq(), TokenKind::HighWaterMark, None),
+                )
+            }
         };
         let mut stream = ChangeStream {
             scope,
             full_document,
+            before_change,
+            show_expanded,
+            split,
+            pending_fragments: VecDeque::new(),
+            skip_fragments,
             pipeline,
             next_seq,
             min_ts,
@@ -207,7 +297,10 @@ impl ChangeStream {
             pending_invalidate: None,
             verify: None,
         };
-        if let Some(pos) = verify.as_ref().filter(|p| p.kind == TokenKind::Event) {
+        if let Some(pos) = verify
+            .as_ref()
+            .filter(|p| p.kind == TokenKind::Event && p.fragment.is_none())
+        {
             let entry = oplog.get(pos.seq);
             if let Some(e) = entry.filter(|e| stream.in_scope(e) && stream.invalidated_by(&e.op)) {
                 stream.pending_invalidate = Some(invalidate_event(e));
@@ -271,6 +364,15 @@ impl ChangeStream {
         }
         let mut out = Vec::new();
         let mut bytes = BatchBytes::default();
+        while let Some(f) = self.pending_fragments.front() {
+            if out.len() >= max.max(1) || !bytes.try_add(bson_size(f)) {
+                return Ok(out);
+            }
+            if let Some(f) = self.pending_fragments.pop_front() {
+                self.last_token = f.get_document("_id").cloned().unwrap_or_default();
+                out.push(f);
+            }
+        }
         for entry in oplog.from_seq(self.next_seq) {
             if out.len() >= max.max(1) {
                 break;
@@ -289,6 +391,41 @@ impl ChangeStream {
                 continue;
             };
             match self.through_pipeline(event)? {
+                Some(e) if self.split && bson_size(&e) > MAX_INTERNAL_BSON_OBJECT_SIZE => {
+                    let skip = match self.skip_fragments.take() {
+                        Some((seq, n)) if seq == entry.seq => n,
+                        _ => 0,
+                    };
+                    let mut fragments: VecDeque<Document> = split_event(&e)?.into();
+                    if fragments.len() <= skip as usize {
+                        return Err(CommandError::new(
+                            codes::CHANGE_STREAM_FATAL_ERROR,
+                            "Attempted to resume from a split event, but the resumed stream produced a different split. Ensure that the pipeline used to resume is the same as the original",
+                        )
+                        .with_label("NonResumableChangeStreamError"));
+                    }
+                    fragments.drain(..skip as usize);
+                    if !bytes.try_add(fragments.front().map_or(0, bson_size)) {
+                        break;
+                    }
+                    if let Some(f) = fragments.pop_front() {
+                        self.last_token = f.get_document("_id").cloned().unwrap_or_default();
+                        out.push(f);
+                    }
+                    self.next_seq = entry.seq + 1;
+                    self.pending_fragments = fragments;
+                    // The other fragments follow in this batch if they fit, else in the next.
+                    while let Some(f) = self.pending_fragments.front() {
+                        if out.len() >= max.max(1) || !bytes.try_add(bson_size(f)) {
+                            return Ok(out);
+                        }
+                        if let Some(f) = self.pending_fragments.pop_front() {
+                            self.last_token = f.get_document("_id").cloned().unwrap_or_default();
+                            out.push(f);
+                        }
+                    }
+                    continue;
+                }
                 Some(e) => {
                     let len = bson_size(&e);
                     if len > MAX_INTERNAL_BSON_OBJECT_SIZE {
@@ -354,6 +491,9 @@ impl ChangeStream {
         e: &Entry,
         dbs: &BTreeMap<String, Database>,
     ) -> CommandResult<Option<(Document, bool)>> {
+        if e.op.is_expanded() && !self.show_expanded {
+            return Ok(None);
+        }
         let ns = if e.coll.is_empty() {
             doc! {"db": e.db.clone()}
         } else {
@@ -363,7 +503,7 @@ impl ChangeStream {
         let invalidates = match &e.op {
             OpKind::Noop => return Ok(None),
             OpKind::Insert { doc } => {
-                head(&mut ev, "insert", e.ts, e);
+                self.head(&mut ev, "insert", e);
                 ev.insert("fullDocument", doc.clone());
                 ev.insert("ns", ns);
                 ev.insert(
@@ -373,65 +513,218 @@ impl ChangeStream {
                 false
             }
             OpKind::Update { key, desc } => {
-                head(&mut ev, "update", e.ts, e);
+                self.head(&mut ev, "update", e);
                 ev.insert("ns", ns);
                 ev.insert("documentKey", doc! {"_id": key.clone()});
                 ev.insert("updateDescription", desc.to_document());
-                if self.full_document != FullDocument::Default {
-                    let current = dbs
-                        .get(&e.db)
-                        .and_then(|d| d.collections.get(&e.coll))
-                        .and_then(|c| c.find_by_id(key))
-                        .map(|(_, d)| Bson::Document(d.clone()));
-                    match (current, self.full_document) {
-                        (Some(d), _) => {
-                            ev.insert("fullDocument", d);
-                        }
-                        (None, FullDocument::Required) => {
-                            return Err(CommandError::new(
-                                47,
-                                "Change stream was configured to require a post-image for all update, delete and replace events, but the post-image was not found",
-                            ))
-                        }
-                        (None, _) => {
-                            ev.insert("fullDocument", Bson::Null);
-                        }
+                let post = match self.full_document {
+                    FullDocument::Default => None,
+                    // The document as it is now, whatever happened since.
+                    FullDocument::UpdateLookup => Some(
+                        dbs.get(&e.db)
+                            .and_then(|d| d.collections.get(&e.coll))
+                            .and_then(|c| c.find_by_id(key))
+                            .map(|(_, d)| d.clone()),
+                    ),
+                    // The post-image recorded with the write (changeStreamPreAndPostImages).
+                    FullDocument::WhenAvailable | FullDocument::Required => {
+                        Some(e.extra.post_image.clone())
+                    }
+                };
+                match post {
+                    None => {}
+                    Some(Some(d)) => {
+                        ev.insert("fullDocument", d);
+                    }
+                    Some(None) if self.full_document == FullDocument::Required => {
+                        return Err(CommandError::new(
+                            codes::NO_MATCHING_DOCUMENT,
+                            format!(
+                                "Change stream was configured to require a post-image for all update events, but the post-image was not found for event: {}",
+                                image_not_found(&ev)
+                            ),
+                        ))
+                    }
+                    Some(None) => {
+                        ev.insert("fullDocument", Bson::Null);
                     }
                 }
+                self.add_pre_image(&mut ev, e)?;
                 false
             }
             OpKind::Replace { key, doc } => {
-                head(&mut ev, "replace", e.ts, e);
+                self.head(&mut ev, "replace", e);
                 ev.insert("fullDocument", doc.clone());
                 ev.insert("ns", ns);
                 ev.insert("documentKey", doc! {"_id": key.clone()});
+                self.add_pre_image(&mut ev, e)?;
                 false
             }
             OpKind::Delete { key } => {
-                head(&mut ev, "delete", e.ts, e);
+                self.head(&mut ev, "delete", e);
                 ev.insert("ns", ns);
                 ev.insert("documentKey", doc! {"_id": key.clone()});
+                self.add_pre_image(&mut ev, e)?;
                 false
             }
             OpKind::Drop => {
-                head(&mut ev, "drop", e.ts, e);
+                self.head(&mut ev, "drop", e);
                 ev.insert("ns", ns);
                 self.invalidated_by(&e.op)
             }
             OpKind::Rename { to_db, to_coll } => {
-                head(&mut ev, "rename", e.ts, e);
+                self.head(&mut ev, "rename", e);
                 ev.insert("ns", ns);
-                ev.insert("to", doc! {"db": to_db.clone(), "coll": to_coll.clone()});
+                let to = doc! {"db": to_db.clone(), "coll": to_coll.clone()};
+                ev.insert("to", to.clone());
+                if self.show_expanded {
+                    ev.insert("operationDescription", doc! {"to": to});
+                }
                 self.invalidated_by(&e.op)
             }
             OpKind::DropDatabase => {
-                head(&mut ev, "dropDatabase", e.ts, e);
+                self.head(&mut ev, "dropDatabase", e);
                 ev.insert("ns", ns);
                 self.invalidated_by(&e.op)
+            }
+            OpKind::Create { options } => {
+                self.head(&mut ev, "create", e);
+                ev.insert("ns", ns);
+                let mut desc = options.clone();
+                desc.insert("idIndex", doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"});
+                ev.insert("operationDescription", desc);
+                false
+            }
+            OpKind::CreateIndexes { indexes } | OpKind::DropIndexes { indexes } => {
+                let op = match e.op {
+                    OpKind::CreateIndexes { .. } => "createIndexes",
+                    _ => "dropIndexes",
+                };
+                self.head(&mut ev, op, e);
+                ev.insert("ns", ns);
+                ev.insert("operationDescription", doc! {"indexes": indexes.clone()});
+                false
+            }
+            OpKind::Modify {
+                description,
+                before,
+            } => {
+                self.head(&mut ev, "modify", e);
+                ev.insert("ns", ns);
+                ev.insert("operationDescription", description.clone());
+                ev.insert("stateBeforeChange", before.clone());
+                false
             }
         };
         Ok(Some((ev, invalidates)))
     }
+
+    /// `fullDocumentBeforeChange` of an update, replace or delete event.
+    fn add_pre_image(&self, ev: &mut Document, e: &Entry) -> CommandResult<()> {
+        match (self.before_change, &e.extra.pre_image) {
+            (BeforeChange::Off, _) => {}
+            (_, Some(pre)) => {
+                ev.insert("fullDocumentBeforeChange", pre.clone());
+            }
+            (BeforeChange::Required, None) => {
+                return Err(CommandError::new(
+                    codes::NO_MATCHING_DOCUMENT,
+                    format!(
+                        "Change stream was configured to require a pre-image for all update, delete and replace events, but the pre-image was not found for event: {}",
+                        image_not_found(ev)
+                    ),
+                ))
+            }
+            (BeforeChange::WhenAvailable, None) => {
+                ev.insert("fullDocumentBeforeChange", Bson::Null);
+            }
+        }
+        Ok(())
+    }
+
+    /// `operationType`, `clusterTime`, `wallTime` and, with expanded events, `collectionUUID`.
+    fn head(&self, ev: &mut Document, op: &str, e: &Entry) {
+        ev.insert("operationType", op);
+        ev.insert("clusterTime", e.ts);
+        ev.insert("wallTime", e.wall);
+        if self.show_expanded {
+            if let Some(uuid) = &e.extra.uuid {
+                ev.insert("collectionUUID", uuid.clone());
+            }
+        }
+    }
+}
+
+/// What MongoDB's missing-image errors say about the event.
+fn image_not_found(ev: &Document) -> String {
+    let ns = ev
+        .get_document("ns")
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let key = ev
+        .get_document("documentKey")
+        .map(|k| k.to_string())
+        .unwrap_or_default();
+    format!("{{ns: {ns}, documentKey: {key}}}")
+}
+
+/// The one tick after `ts` in cluster-time order (MongoDB's `LogicalTime::addTicks(1)`).
+pub fn next_tick(ts: Timestamp) -> Timestamp {
+    match ts.increment.checked_add(1) {
+        Some(increment) => Timestamp {
+            time: ts.time,
+            increment,
+        },
+        None => Timestamp {
+            time: ts.time.saturating_add(1),
+            increment: 0,
+        },
+    }
+}
+
+/// Splits an event larger than MongoDB's limit into fragments, as `$changeStreamSplitLargeEvent`
+/// does: the top-level fields in order, as many to a fragment as fit, each fragment carrying its
+/// own resume token and `splitEvent: {fragment, of}`. A single field too large for a fragment
+/// fails with `BSONObjectTooLarge`, as on MongoDB.
+fn split_event(event: &Document) -> CommandResult<Vec<Document>> {
+    let token = event.get_document("_id").cloned().unwrap_or_default();
+    // Room for the postBatchResumeToken in the reply, as MongoDB leaves.
+    let limit = MAX_INTERNAL_BSON_OBJECT_SIZE.saturating_sub(bson_size(&token));
+    let header = bson_size(&doc! {
+        "_id": fragment_token(&token, 1),
+        "splitEvent": {"fragment": 1, "of": 1},
+    });
+    let mut groups: Vec<Vec<(String, Bson)>> = vec![Vec::new()];
+    let mut size = header;
+    for (k, v) in event.iter().filter(|(k, _)| k.as_str() != "_id") {
+        let field = bson_size(&doc! {k.clone(): v.clone()}) - 5;
+        if header + field > limit {
+            return Err(too_large(event, bson_size(event)));
+        }
+        let current = groups.last().map_or(0, Vec::len);
+        if size + field > limit && current > 0 {
+            groups.push(Vec::new());
+            size = header;
+        }
+        size += field;
+        if let Some(g) = groups.last_mut() {
+            g.push((k.clone(), v.clone()));
+        }
+    }
+    let of = groups.len() as i32;
+    Ok(groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, fields)| {
+            let n = i as u16 + 1;
+            let mut d = doc! {
+                "_id": fragment_token(&token, n),
+                "splitEvent": {"fragment": n as i32, "of": of},
+            };
+            d.extend(fields);
+            d
+        })
+        .collect())
 }
 
 /// MongoDB resumes only from a token it finds again in the oplog (its
@@ -496,12 +789,6 @@ fn invalidate_event(entry: &Entry) -> Document {
         "clusterTime": entry.ts,
         "wallTime": entry.wall,
     }
-}
-
-fn head(ev: &mut Document, op: &str, ts: Timestamp, e: &Entry) {
-    ev.insert("operationType", op);
-    ev.insert("clusterTime", ts);
-    ev.insert("wallTime", e.wall);
 }
 
 fn is_known_stage(name: &str) -> bool {

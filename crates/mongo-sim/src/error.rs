@@ -102,6 +102,12 @@ pub mod codes {
     pub const TYPE_MISMATCH: i32 = 14;
     pub const ILLEGAL_OPERATION: i32 = 20;
     pub const NAMESPACE_NOT_FOUND: i32 = 26;
+    pub const NO_MATCHING_DOCUMENT: i32 = 47;
+    pub const DOLLAR_PREFIXED_FIELD_NAME: i32 = 52;
+    pub const INVALID_ID_FIELD: i32 = 53;
+    pub const UNKNOWN_REPL_WRITE_CONCERN: i32 = 79;
+    pub const UNSATISFIABLE_WRITE_CONCERN: i32 = 100;
+    pub const DOCUMENT_VALIDATION_FAILURE: i32 = 121;
     pub const INDEX_NOT_FOUND: i32 = 27;
     pub const CURSOR_NOT_FOUND: i32 = 43;
     pub const NAMESPACE_EXISTS: i32 = 48;
@@ -154,6 +160,9 @@ pub fn code_name(code: i32) -> &'static str {
         48 => "NamespaceExists",
         50 => "MaxTimeMSExpired",
         52 => "DollarPrefixedFieldName",
+        53 => "InvalidIdField",
+        79 => "UnknownReplWriteConcern",
+        121 => "DocumentValidationFailure",
         59 => "CommandNotFound",
         63 => "StaleShardVersion",
         66 => "ImmutableField",

@@ -21,6 +21,7 @@ pub mod query;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod ttl;
 pub mod wire;
 
 use state::{Shared, State};
@@ -80,7 +81,12 @@ impl Sim {
             rx.clone(),
         ));
         let serving = tokio::spawn(server::serve(listener, shared.clone(), rx.clone()));
-        tokio::spawn(reap_cursors(shared.clone(), rx));
+        tokio::spawn(reap_cursors(shared.clone(), rx.clone()));
+        tokio::spawn(ttl::monitor(
+            shared.clone(),
+            shared.ttl_interval.subscribe(),
+            rx,
+        ));
         Ok(Sim {
             addr,
             standalone: config.standalone,
@@ -107,6 +113,16 @@ impl Sim {
     /// A connection string that skips replica-set discovery.
     pub fn direct_uri(&self) -> String {
         format!("mongodb://{}/?directConnection=true", self.shared.host)
+    }
+
+    /// How often the TTL monitor deletes expired documents (MongoDB's `ttlMonitorSleepSecs`,
+    /// 60 s by default); tests shorten it to see expiry without waiting a minute. The next pass
+    /// comes one new interval after the call.
+    pub fn set_ttl_monitor_interval(&self, interval: Duration) {
+        let _ = self
+            .shared
+            .ttl_interval
+            .send(interval.max(Duration::from_millis(1)));
     }
 
     /// The number of client connections currently open.

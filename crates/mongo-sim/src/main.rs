@@ -22,6 +22,9 @@ struct Args {
     /// Oplog entries retained; older positions cannot be resumed (ChangeStreamHistoryLost).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     oplog_max_events: u64,
+    /// Seconds between TTL monitor passes (MongoDB's ttlMonitorSleepSecs).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    ttl_monitor_sleep_secs: u64,
 }
 
 #[tokio::main]
@@ -46,6 +49,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    sim.set_ttl_monitor_interval(std::time::Duration::from_secs(args.ttl_monitor_sleep_secs));
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "mongo-sim listening on {}", sim.addr());

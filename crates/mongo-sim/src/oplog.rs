@@ -13,7 +13,7 @@
 
 use crate::error::{codes, CommandError, CommandResult};
 use crate::query::diff::UpdateDescription;
-use bson::{doc, Bson, DateTime, Document, Timestamp};
+use bson::{doc, Binary, Bson, DateTime, Document, Timestamp};
 use std::collections::VecDeque;
 
 /// What a write did, as a change stream reports it.
@@ -41,6 +41,46 @@ pub enum OpKind {
         to_coll: String,
     },
     DropDatabase,
+    /// A collection was created (explicitly, or implicitly by its first write or index).
+    Create {
+        options: Document,
+    },
+    /// Indexes were built (`createIndexes`); each as `listIndexes` shows it.
+    CreateIndexes {
+        indexes: Vec<Document>,
+    },
+    DropIndexes {
+        indexes: Vec<Document>,
+    },
+    /// `collMod`: what changed, and the options before the change.
+    Modify {
+        description: Document,
+        before: Document,
+    },
+}
+
+impl OpKind {
+    /// The DDL entries only streams with `showExpandedEvents` report.
+    pub fn is_expanded(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Create { .. }
+                | OpKind::CreateIndexes { .. }
+                | OpKind::DropIndexes { .. }
+                | OpKind::Modify { .. }
+        )
+    }
+}
+
+/// What a write records beside the change itself.
+#[derive(Debug, Clone, Default)]
+pub struct EntryExtra {
+    /// The collection's UUID (expanded events report it as `collectionUUID`).
+    pub uuid: Option<Binary>,
+    /// The document before and after the change, recorded only while the collection has
+    /// `changeStreamPreAndPostImages: {enabled: true}` (MongoDB's `config.system.preimages`).
+    pub pre_image: Option<Document>,
+    pub post_image: Option<Document>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +92,7 @@ pub struct Entry {
     /// Empty for database-level entries (dropDatabase, noop).
     pub coll: String,
     pub op: OpKind,
+    pub extra: EntryExtra,
 }
 
 impl Entry {
@@ -77,7 +118,7 @@ impl Entry {
             OpKind::Update { key, .. } | OpKind::Replace { key, .. } | OpKind::Delete { key } => {
                 Some(key)
             }
-            OpKind::Noop | OpKind::Drop | OpKind::Rename { .. } | OpKind::DropDatabase => None,
+            _ => None,
         }
     }
 
@@ -97,6 +138,30 @@ impl Entry {
                 doc! {"renameCollection": format!("{}.{}", self.db, self.coll), "to": format!("{to_db}.{to_coll}")},
             ),
             OpKind::DropDatabase => ("c", doc! {"dropDatabase": 1}),
+            OpKind::Create { options } => {
+                let mut o = doc! {"create": self.coll.clone()};
+                o.extend(options.clone());
+                ("c", o)
+            }
+            OpKind::CreateIndexes { indexes } => {
+                let mut o = doc! {"createIndexes": self.coll.clone()};
+                if let Some(first) = indexes.first() {
+                    o.extend(first.clone());
+                }
+                ("c", o)
+            }
+            OpKind::DropIndexes { indexes } => {
+                let name = indexes
+                    .first()
+                    .and_then(|i| i.get_str("name").ok())
+                    .unwrap_or_default();
+                ("c", doc! {"dropIndexes": self.coll.clone(), "index": name})
+            }
+            OpKind::Modify { description, .. } => {
+                let mut o = doc! {"collMod": self.coll.clone()};
+                o.extend(description.clone());
+                ("c", o)
+            }
         };
         let ns = if self.coll.is_empty() {
             self.db.clone()
@@ -129,6 +194,16 @@ pub struct TokenPos {
     pub kind: TokenKind,
     /// The BSON of `{_id: ...}` for event tokens of document changes.
     pub document_key: Option<Vec<u8>>,
+    /// For a fragment of a split event (`$changeStreamSplitLargeEvent`), its number (from 1).
+    pub fragment: Option<u16>,
+}
+
+/// The token of fragment `n` of the event whose token is `event`: the event's token followed
+/// by the fragment number (4 hex digits), so fragments sort after the event's position and in
+/// their own order, and before anything later in the log.
+pub fn fragment_token(event: &Document, n: u16) -> Document {
+    let data = event.get_str("_data").unwrap_or_default();
+    doc! {"_data": format!("{data}{n:04X}")}
 }
 
 /// The BSON a token embeds for a document key: `{_id: key}`, the shape of the event's
@@ -183,25 +258,40 @@ pub fn decode_token(token: &Bson) -> CommandResult<TokenPos> {
         3 => TokenKind::HighWaterMark,
         _ => return Err(bad()),
     };
+    let mut fragment = None;
     let document_key = if data.len() == TOKEN_PREFIX_LEN {
         None
     } else {
         if kind != TokenKind::Event {
             return Err(bad());
         }
-        let bytes = (TOKEN_PREFIX_LEN..data.len())
+        let mut bytes = (TOKEN_PREFIX_LEN..data.len())
             .step_by(2)
             .map(|i| hex(i..i + 2).map(|b| b as u8))
             .collect::<CommandResult<Vec<u8>>>()?;
-        // Exactly one well-formed document with an `_id`, and nothing after it.
+        // A split event's fragment number follows (2 bytes); a key is at least 5.
         let declared = bytes
             .get(..4)
             .map(|l| i32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize);
-        let parsed = Document::from_reader(bytes.as_slice()).ok();
-        if declared != Some(bytes.len()) || !parsed.is_some_and(|d| d.contains_key("_id")) {
-            return Err(bad());
+        let keyed_len = declared.filter(|d| *d >= 5).unwrap_or(0);
+        if bytes.len() == 2 || (keyed_len > 0 && bytes.len() == keyed_len + 2) {
+            let n = u16::from_be_bytes([bytes[bytes.len() - 2], bytes[bytes.len() - 1]]);
+            if n == 0 {
+                return Err(bad());
+            }
+            fragment = Some(n);
+            bytes.truncate(bytes.len() - 2);
         }
-        Some(bytes)
+        if bytes.is_empty() {
+            None
+        } else {
+            // Exactly one well-formed document with an `_id`, and nothing after it.
+            let parsed = Document::from_reader(bytes.as_slice()).ok();
+            if declared != Some(bytes.len()) || !parsed.is_some_and(|d| d.contains_key("_id")) {
+                return Err(bad());
+            }
+            Some(bytes)
+        }
     };
     Ok(TokenPos {
         ts: Timestamp {
@@ -211,6 +301,7 @@ pub fn decode_token(token: &Bson) -> CommandResult<TokenPos> {
         seq: hex(18..34)?,
         kind,
         document_key,
+        fragment,
     })
 }
 
@@ -235,6 +326,17 @@ impl Oplog {
     }
 
     pub fn append(&mut self, ts: Timestamp, db: &str, coll: &str, op: OpKind) -> u64 {
+        self.append_with(ts, db, coll, op, EntryExtra::default())
+    }
+
+    pub fn append_with(
+        &mut self,
+        ts: Timestamp,
+        db: &str,
+        coll: &str,
+        op: OpKind,
+        extra: EntryExtra,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.entries.push_back(Entry {
@@ -244,6 +346,7 @@ impl Oplog {
             db: db.to_string(),
             coll: coll.to_string(),
             op,
+            extra,
         });
         while self.entries.len() > self.max_events {
             self.entries.pop_front();
@@ -290,6 +393,8 @@ impl Oplog {
             // A high-water mark from elsewhere may lie beyond this log's end; its time, not its
             // sequence number, says which later writes the stream still owes.
             TokenKind::HighWaterMark => Ok((pos.seq + 1).min(self.next_seq)),
+            // A fragment: the rest of that event's fragments come first.
+            TokenKind::Event if pos.fragment.is_some() => Ok(pos.seq),
             TokenKind::Event | TokenKind::Invalidate => Ok(pos.seq + 1),
         }
     }
@@ -373,6 +478,22 @@ mod tests {
             "key without _id"
         );
         assert!(decode_token(&Bson::String("x".into())).is_err());
+
+        // Fragments of a split event follow the event's token, in order, before the next position.
+        let f1 = fragment_token(&b, 1);
+        let f2 = fragment_token(&b, 2);
+        let order = [&b, &f1, &f2, &inv, &hwm_b].map(data);
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        let p = decode_token(&Bson::Document(f2)).unwrap();
+        assert_eq!((p.seq, p.fragment), (10, Some(2)));
+        assert_eq!(p.document_key.as_deref(), Some(key_b.as_slice()));
+        assert_eq!(
+            decode_token(&Bson::Document(b.clone())).unwrap().fragment,
+            None
+        );
+        let keyless = token_doc(ts(10), 10, TokenKind::Event, None);
+        let p = decode_token(&Bson::Document(fragment_token(&keyless, 3))).unwrap();
+        assert_eq!((p.fragment, p.document_key), (Some(3), None));
     }
 
     #[test]
@@ -394,6 +515,7 @@ mod tests {
             seq: 2,
             kind: TokenKind::Event,
             document_key: None,
+            fragment: None,
         };
         assert_eq!(
             log.resume_after(&old).unwrap_err().code,
@@ -405,6 +527,7 @@ mod tests {
             seq: 3,
             kind: TokenKind::Event,
             document_key: None,
+            fragment: None,
         };
         assert_eq!(
             log.resume_after(&edge).unwrap_err().code,
@@ -415,6 +538,7 @@ mod tests {
             seq: 4,
             kind: TokenKind::Event,
             document_key: None,
+            fragment: None,
         };
         assert_eq!(log.resume_after(&oldest).unwrap(), 5);
         assert_eq!(
@@ -436,6 +560,7 @@ mod tests {
             seq: 40,
             kind: TokenKind::HighWaterMark,
             document_key: None,
+            fragment: None,
         };
         assert_eq!(log.resume_after(&ahead).unwrap(), 7);
     }
@@ -449,6 +574,7 @@ mod tests {
             seq: 0,
             kind: TokenKind::HighWaterMark,
             document_key: None,
+            fragment: None,
         };
         assert_eq!(log.resume_after(&before).unwrap(), 1);
     }

@@ -7,9 +7,9 @@ use crate::clock::Clock;
 use crate::cursor::Cursors;
 use crate::error::{codes, CommandError, CommandResult};
 use crate::failpoint::FailPoints;
-use crate::oplog::{OpKind, Oplog};
+use crate::oplog::{EntryExtra, OpKind, Oplog};
 use crate::store::{Collection, Database};
-use bson::{oid::ObjectId, Timestamp};
+use bson::{oid::ObjectId, Document, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -46,22 +46,56 @@ impl State {
         self.dbs.get_mut(db)?.collections.get_mut(coll)
     }
 
-    /// The collection, created implicitly as MongoDB does on first write.
+    /// The collection, created implicitly as MongoDB does on first write (which logs a
+    /// `create` entry, as MongoDB's implicit creation does).
     pub fn collection_or_create(&mut self, db: &str, coll: &str) -> CommandResult<&mut Collection> {
         validate_namespace(db, coll)?;
-        Ok(self
-            .dbs
+        if self.collection(db, coll).is_none() {
+            self.create_collection(db, coll, Document::new())?;
+        }
+        self.collection_mut(db, coll).ok_or_else(|| {
+            CommandError::new(codes::INTERNAL_ERROR, "collection vanished while created")
+        })
+    }
+
+    /// Creates a collection that does not exist yet, with `create`'s options, and logs it.
+    pub fn create_collection(
+        &mut self,
+        db: &str,
+        coll: &str,
+        options: Document,
+    ) -> CommandResult<()> {
+        validate_namespace(db, coll)?;
+        let mut c = Collection::new();
+        c.options = options.clone();
+        self.dbs
             .entry(db.to_string())
             .or_default()
             .collections
-            .entry(coll.to_string())
-            .or_default())
+            .insert(coll.to_string(), c);
+        self.log(db, coll, OpKind::Create { options });
+        Ok(())
     }
 
     /// Records a write in the oplog at a fresh cluster time.
     pub fn log(&mut self, db: &str, coll: &str, op: OpKind) -> Timestamp {
+        self.log_with(db, coll, op, EntryExtra::default())
+    }
+
+    /// Records a write with its pre/post images; the collection's UUID is filled in when the
+    /// caller did not give one and the collection still exists.
+    pub fn log_with(
+        &mut self,
+        db: &str,
+        coll: &str,
+        op: OpKind,
+        mut extra: EntryExtra,
+    ) -> Timestamp {
+        if extra.uuid.is_none() {
+            extra.uuid = self.collection(db, coll).map(|c| c.uuid.clone());
+        }
         let ts = self.clock.tick();
-        self.oplog.append(ts, db, coll, op);
+        self.oplog.append_with(ts, db, coll, op, extra);
         ts
     }
 }
@@ -111,6 +145,8 @@ pub struct Shared {
     pub connections_current: AtomicI64,
     pub connections_total: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
+    /// The TTL monitor's interval (`ttlMonitorSleepSecs`).
+    pub ttl_interval: watch::Sender<std::time::Duration>,
 }
 
 impl Shared {
@@ -132,6 +168,7 @@ impl Shared {
             connections_current: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             shutdown,
+            ttl_interval: watch::channel(crate::ttl::DEFAULT_INTERVAL).0,
         }
     }
 

@@ -117,6 +117,112 @@ impl Collection {
         self.docs.len()
     }
 
+    /// `changeStreamPreAndPostImages: {enabled: true}`: writes record pre- and post-images.
+    pub fn pre_images_enabled(&self) -> bool {
+        self.options
+            .get_document("changeStreamPreAndPostImages")
+            .ok()
+            .and_then(|d| d.get_bool("enabled").ok())
+            .unwrap_or(false)
+    }
+
+    /// MongoDB's document validation: the collection's `validator` (a query filter) under its
+    /// `validationLevel` (`strict`: every write; `moderate`: updates only of documents that
+    /// already passed; `off`) and `validationAction` (`error`: 121 DocumentValidationFailure;
+    /// `warn`: logged and written).
+    pub fn validate(&self, new: &Document, old: Option<&Document>) -> CommandResult<()> {
+        let Ok(validator) = self.options.get_document("validator") else {
+            return Ok(());
+        };
+        let level = self.options.get_str("validationLevel").unwrap_or("strict");
+        if level == "off" {
+            return Ok(());
+        }
+        let filter = crate::query::filter::Filter::parse(validator)?;
+        if level == "moderate" && old.is_some_and(|o| !filter.matches(o)) {
+            return Ok(());
+        }
+        if filter.matches(new) {
+            return Ok(());
+        }
+        let id = new.get("_id").cloned().unwrap_or(Bson::Null);
+        if self.options.get_str("validationAction") == Ok("warn") {
+            tracing::warn!(%id, "Document would fail validation");
+            return Ok(());
+        }
+        Err(CommandError::new(
+            codes::DOCUMENT_VALIDATION_FAILURE,
+            "Document failed validation",
+        )
+        .with_extra(doc! {"errInfo": {
+            "failingDocumentId": id,
+            "details": {"operatorName": "$and", "specifiedAs": validator.clone()},
+        }}))
+    }
+
+    /// `collMod`'s `index: {keyPattern | name, expireAfterSeconds}`: returns the old and new
+    /// values and the index's name.
+    pub fn modify_index_ttl(&mut self, spec: &Document) -> CommandResult<(Bson, Bson, String)> {
+        let found = match (spec.get("name"), spec.get("keyPattern")) {
+            (Some(Bson::String(n)), None) => self.indexes.iter_mut().find(|i| &i.name == n),
+            (None, Some(Bson::Document(k))) => self.indexes.iter_mut().find(|i| &i.key == k),
+            _ => {
+                return Err(CommandError::new(
+                    codes::INVALID_OPTIONS,
+                    "must specify either index name or key pattern",
+                ))
+            }
+        };
+        let Some(index) = found else {
+            return Err(CommandError::new(
+                codes::INDEX_NOT_FOUND,
+                format!("cannot find index {spec}"),
+            ));
+        };
+        for k in spec.keys() {
+            if !matches!(k.as_str(), "name" | "keyPattern" | "expireAfterSeconds") {
+                return Err(CommandError::new(
+                    codes::INVALID_OPTIONS,
+                    format!("the collMod index option '{k}' is not supported by mongo-sim"),
+                ));
+            }
+        }
+        let new = match spec.get("expireAfterSeconds") {
+            Some(v @ (Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_))) => {
+                let n = v.as_f64().or(v.as_i64().map(|i| i as f64)).or(v.as_i32().map(f64::from));
+                match n {
+                    Some(n) if (0.0..=i32::MAX as f64).contains(&n) => Bson::Int64(n as i64),
+                    _ => {
+                        return Err(CommandError::new(
+                            codes::INVALID_OPTIONS,
+                            "TTL index 'expireAfterSeconds' option must be within an acceptable range, try a non-negative value less than 2147483647",
+                        ))
+                    }
+                }
+            }
+            None => {
+                return Err(CommandError::new(
+                    codes::INVALID_OPTIONS,
+                    "no expireAfterSeconds or hidden field",
+                ))
+            }
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
+                    "BSON field 'collMod.index.expireAfterSeconds' is the wrong type '{:?}', expected types '[long, int, decimal, double]'",
+                    other.element_type()
+                )))
+            }
+        };
+        let Some(old) = index.options.get("expireAfterSeconds").cloned() else {
+            return Err(CommandError::new(
+                codes::INVALID_OPTIONS,
+                "no expireAfterSeconds field to update",
+            ));
+        };
+        index.options.insert("expireAfterSeconds", new.clone());
+        Ok((old, new, index.name.clone()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty()
     }

@@ -891,19 +891,71 @@ async fn an_event_over_16_mib_fails_the_stream_with_bson_object_too_large() {
         .unwrap();
     assert_eq!(key_ids(&[next(&mut past).await]), [2]);
 
-    // Splitting large events is MongoDB 7.0's way out; mongo-sim refuses the stage rather than
-    // accept it and still fail.
-    let split = coll
+    // MongoDB 7.0's way out: $changeStreamSplitLargeEvent delivers the same event in fragments,
+    // each with its own resume token and `splitEvent: {fragment, of}`.
+    let insert_token: ResumeToken = bson::from_bson(insert.get("_id").unwrap().clone()).unwrap();
+    let split_stream = || {
+        coll.watch()
+            .full_document(FullDocumentType::UpdateLookup)
+            .pipeline([doc! {"$changeStreamSplitLargeEvent": {}}])
+    };
+    let mut split = split_stream()
+        .resume_after(insert_token.clone())
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let first = next(&mut split).await;
+    let second = next(&mut split).await;
+    assert_eq!(
+        first.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 1, "of": 2}
+    );
+    assert_eq!(
+        second.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 2, "of": 2}
+    );
+    assert_eq!(op(&first), "update");
+    assert!(first.contains_key("updateDescription") && !first.contains_key("fullDocument"));
+    let full = second.get_document("fullDocument").unwrap();
+    assert_eq!(full.get_str("b").unwrap().len(), half.len());
+    let (t1, t2) = (
+        first.get_document("_id").unwrap().clone(),
+        second.get_document("_id").unwrap().clone(),
+    );
+    assert!(t1.get_str("_data").unwrap() < t2.get_str("_data").unwrap());
+    let after = next(&mut split).await;
+    assert_eq!(op(&after), "insert");
+    assert!(!after.contains_key("splitEvent"));
+
+    // Resuming from the first fragment delivers the second, then what follows.
+    let t1: ResumeToken = bson::from_bson(Bson::Document(t1)).unwrap();
+    let mut resumed = split_stream()
+        .resume_after(t1.clone())
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let again = next(&mut resumed).await;
+    assert_eq!(
+        again.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 2, "of": 2}
+    );
+    assert_eq!(op(&next(&mut resumed).await), "insert");
+    // A fragment's token resumes only a stream that splits.
+    let unsplit = coll.watch().resume_after(t1).await;
+    assert_eq!(
+        command_error(&stream_error(unsplit).await).0,
+        280,
+        "ChangeStreamFatalError"
+    );
+    // The stage must come last.
+    let misplaced = coll
         .watch()
-        .pipeline([doc! {"$changeStreamSplitLargeEvent": {}}])
+        .pipeline([
+            doc! {"$changeStreamSplitLargeEvent": {}},
+            doc! {"$match": {"operationType": "update"}},
+        ])
         .await;
-    if env.is_sim() {
-        let err = split.unwrap_err();
-        assert_eq!(command_error(&err).0, 40324);
-        assert!(error_message(&err).contains("mongo-sim"), "{err}");
-    } else {
-        split.expect("MongoDB 7.0 has $changeStreamSplitLargeEvent");
-    }
+    assert_eq!(command_error(&misplaced.unwrap_err()).0, 7182802);
     env.cleanup().await;
 }
 
@@ -1036,5 +1088,257 @@ async fn resume_after_a_high_water_mark_returns_exactly_the_later_events() {
     // startAfter accepts it too.
     let mut started = a.watch().start_after(hwm).await.unwrap();
     assert_eq!(key_ids(&next_n(&mut started, 2).await), [2, 3]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_stream_opened_after_a_drop_and_re_create_resumes_from_its_first_token() {
+    let env = TestEnv::start("cs_recreate").await;
+    let c = env.coll("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    c.drop().await.unwrap();
+    env.db.create_collection("c").await.unwrap();
+    let cs = c.watch().max_await_time(QUIET).await.unwrap();
+    let first = cs.resume_token().expect("an initial postBatchResumeToken");
+    drop(cs);
+    c.insert_many([doc! {"_id": 1}, doc! {"_id": 2}])
+        .await
+        .unwrap();
+    let mut resumed = c
+        .watch()
+        .resume_after(first.clone())
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    let events = next_n(&mut resumed, 2).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.operation_type.clone())
+            .collect::<Vec<_>>(),
+        [OperationType::Insert, OperationType::Insert]
+    );
+    assert_eq!(key_ids(&events), [1, 2]);
+    // The initial token is a high-water mark one tick past the newest write, as MongoDB's: its
+    // time, read from the token, is a startAtOperationTime that does not replay the drop.
+    let data = token_data(&first);
+    let time = u32::from_str_radix(&data[2..10], 16).unwrap();
+    let inc = u32::from_str_radix(&data[10..18], 16).unwrap();
+    let mut started = c
+        .watch()
+        .start_at_operation_time(Timestamp {
+            time,
+            increment: inc,
+        })
+        .max_await_time(QUIET)
+        .await
+        .unwrap();
+    assert_eq!(key_ids(&next_n(&mut started, 2).await), [1, 2]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn read_concern_other_than_majority_is_refused() {
+    use mongodb::options::{CollectionOptions, ReadConcern};
+    let env = TestEnv::start("cs_read_concern").await;
+    let with = |rc: ReadConcern| {
+        env.db.collection_with_options::<Document>(
+            "c",
+            CollectionOptions::builder().read_concern(rc).build(),
+        )
+    };
+    let err = with(ReadConcern::local()).watch().await.unwrap_err();
+    assert_eq!(command_error(&err), (72, "InvalidOptions".into()));
+    assert!(error_message(&err).contains("readConcern"), "{err}");
+    assert_eq!(
+        command_error(&with(ReadConcern::available()).watch().await.unwrap_err()).0,
+        72
+    );
+    let mut majority = with(ReadConcern::majority()).watch().await.unwrap();
+    let mut absent = env.coll("c").watch().await.unwrap();
+    env.coll("c").insert_one(doc! {"_id": 1}).await.unwrap();
+    assert_eq!(key_ids(&[next(&mut majority).await]), [1]);
+    assert_eq!(key_ids(&[next(&mut absent).await]), [1]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn pre_and_post_images_follow_change_stream_pre_and_post_images() {
+    use mongodb::options::FullDocumentBeforeChangeType as Before;
+    let env = TestEnv::start("cs_images").await;
+    env.db
+        .run_command(doc! {"create": "with", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    let with = env.coll("with");
+    with.insert_one(doc! {"_id": 1, "v": 1}).await.unwrap();
+    let mut cs = with
+        .watch()
+        .full_document(FullDocumentType::Required)
+        .full_document_before_change(Before::Required)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    with.update_one(doc! {"_id": 1}, doc! {"$set": {"v": 2}})
+        .await
+        .unwrap();
+    // The post-image is the document right after this update, not as it is later.
+    with.replace_one(doc! {"_id": 1}, doc! {"v": 3})
+        .await
+        .unwrap();
+    with.delete_one(doc! {"_id": 1}).await.unwrap();
+    let update = next(&mut cs).await;
+    assert_eq!(op(&update), "update");
+    assert_eq!(
+        update.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "v": 1}
+    );
+    assert_eq!(
+        update.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "v": 2}
+    );
+    let replace = next(&mut cs).await;
+    assert_eq!(
+        replace.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "v": 2}
+    );
+    let delete = next(&mut cs).await;
+    assert_eq!(op(&delete), "delete");
+    assert_eq!(
+        delete.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "v": 3}
+    );
+
+    // Without pre-images: whenAvailable gives null, required fails with NoMatchingDocument.
+    let without = env.coll("without");
+    without.insert_one(doc! {"_id": 1, "v": 1}).await.unwrap();
+    let mut maybe = without
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .full_document_before_change(Before::WhenAvailable)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut strict = without
+        .watch()
+        .full_document_before_change(Before::Required)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut off = without.watch().await.unwrap().with_type::<Document>();
+    without
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"v": 2}})
+        .await
+        .unwrap();
+    let ev = next(&mut maybe).await;
+    assert_eq!(ev.get("fullDocumentBeforeChange"), Some(&Bson::Null));
+    assert_eq!(ev.get("fullDocument"), Some(&Bson::Null));
+    let ev = next(&mut off).await;
+    assert!(!ev.contains_key("fullDocumentBeforeChange") && !ev.contains_key("fullDocument"));
+    let err = tokio::time::timeout(EVENT_DEADLINE, strict.next())
+        .await
+        .expect("no answer")
+        .expect("change stream ended")
+        .unwrap_err();
+    assert_eq!(command_error(&err), (47, "NoMatchingDocument".into()));
+    assert!(error_message(&err).contains("pre-image"), "{err}");
+
+    // collMod turns them on for the writes that follow.
+    env.db
+        .run_command(doc! {"collMod": "without", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    let mut now = without
+        .watch()
+        .full_document_before_change(Before::Required)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    without.delete_one(doc! {"_id": 1}).await.unwrap();
+    assert_eq!(
+        next(&mut now)
+            .await
+            .get_document("fullDocumentBeforeChange")
+            .unwrap(),
+        &doc! {"_id": 1, "v": 2}
+    );
+    let bad = env
+        .db
+        .run_command(doc! {"collMod": "without", "changeStreamPreAndPostImages": true})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&bad).0, 14);
+    let bad = env
+        .db
+        .run_command(doc! {
+            "aggregate": "without",
+            "pipeline": [{"$changeStream": {"fullDocumentBeforeChange": "sometimes"}}],
+            "cursor": {},
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&bad).0, 2);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn show_expanded_events_reports_ddl() {
+    let env = TestEnv::start("cs_expanded").await;
+    // Something in the database first, so it exists for the database stream.
+    env.coll("other").insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut expanded = env
+        .db
+        .watch()
+        .show_expanded_events(true)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut plain = env.db.watch().await.unwrap().with_type::<Document>();
+    env.db.create_collection("c").await.unwrap();
+    let c = env.coll("c");
+    c.create_index(mongodb::IndexModel::builder().keys(doc! {"a": 1}).build())
+        .await
+        .unwrap();
+    env.db
+        .run_command(doc! {"collMod": "c", "validator": {"a": {"$exists": true}}})
+        .await
+        .unwrap();
+    c.drop_index("a_1").await.unwrap();
+    c.insert_one(doc! {"_id": 1, "a": 1}).await.unwrap();
+
+    let events = next_n(&mut expanded, 5).await;
+    let ops: Vec<&str> = events.iter().map(op).collect();
+    assert_eq!(
+        ops,
+        ["create", "createIndexes", "modify", "dropIndexes", "insert"]
+    );
+    let uuid = events[0]
+        .get("collectionUUID")
+        .expect("collectionUUID")
+        .clone();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.get("collectionUUID") == Some(&uuid)),
+        "{events:?}"
+    );
+    let indexes = events[1]
+        .get_document("operationDescription")
+        .unwrap()
+        .get_array("indexes")
+        .unwrap();
+    let index = indexes[0].as_document().unwrap();
+    assert_eq!(index.get_str("name").unwrap(), "a_1");
+    assert_eq!(index.get_document("key").unwrap(), &doc! {"a": 1});
+    let modify = events[2].get_document("operationDescription").unwrap();
+    assert_eq!(
+        modify.get_document("validator").unwrap(),
+        &doc! {"a": {"$exists": true}}
+    );
+    assert!(events[2].contains_key("stateBeforeChange"));
+    // Without the option only the insert is reported.
+    let ev = next(&mut plain).await;
+    assert_eq!(op(&ev), "insert");
+    assert!(!ev.contains_key("collectionUUID"));
     env.cleanup().await;
 }

@@ -248,24 +248,22 @@ async fn databases_and_collections_are_listed_created_dropped_and_renamed() {
     // MongoDB 7.0: creating an existing collection with identical options is a no-op; with
     // other options it is NamespaceExists.
     env.db.create_collection("a").await.unwrap();
+    let validator = doc! {"a": {"$exists": true}};
     let err = env
         .db
         .create_collection("a")
-        .capped(true)
-        .size(4096)
+        .validator(validator.clone())
         .await
         .unwrap_err();
     assert_eq!(command_error(&err), (48, "NamespaceExists".into()));
     env.db
         .create_collection("capped")
-        .capped(true)
-        .size(4096)
+        .validator(validator.clone())
         .await
         .unwrap();
     env.db
         .create_collection("capped")
-        .capped(true)
-        .size(4096)
+        .validator(validator.clone())
         .await
         .unwrap();
     let err = env.db.create_collection("capped").await.unwrap_err();
@@ -279,8 +277,20 @@ async fn databases_and_collections_are_listed_created_dropped_and_renamed() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(spec[0].options.capped, Some(true));
+    assert_eq!(spec[0].options.validator, Some(validator));
     env.coll("capped").drop().await.unwrap();
+    // Capped collections are not simulated: refused, never created as plain ones.
+    let capped = env
+        .db
+        .create_collection("real_capped")
+        .capped(true)
+        .size(4096)
+        .await;
+    if env.is_sim() {
+        assert_eq!(command_error(&capped.unwrap_err()).0, 72);
+    } else {
+        capped.unwrap();
+    }
 
     env.coll("a").drop().await.unwrap();
     assert_eq!(env.db.list_collection_names().await.unwrap(), ["b"]);
@@ -1294,6 +1304,140 @@ async fn ttl_and_unique_indexes_as_migrations_use_them() {
     assert_eq!(won, 1, "{results:?}");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(write_error_code(r), 11000, "{r}");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn tools_start_up_commands_answer_in_mongodb_shapes() {
+    let env = TestEnv::start("tools").await;
+    env.coll("c")
+        .insert_many([doc! {"_id": 1, "a": "x"}, doc! {"_id": 2}])
+        .await
+        .unwrap();
+
+    let opts = env.admin(doc! {"getCmdLineOpts": 1}).await.unwrap();
+    assert!(
+        opts.get_array("argv").is_ok_and(|a| !a.is_empty()),
+        "{opts}"
+    );
+    let parsed = opts.get_document("parsed").unwrap();
+    assert!(parsed.get_document("net").is_ok(), "{parsed}");
+    if env.is_sim() {
+        assert_eq!(
+            parsed
+                .get_document("replication")
+                .unwrap()
+                .get_str("replSet"),
+            Ok("rs0")
+        );
+    }
+    let err = env
+        .db
+        .run_command(doc! {"getCmdLineOpts": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 13);
+
+    let p = env
+        .admin(doc! {"getParameter": 1, "featureCompatibilityVersion": 1})
+        .await
+        .unwrap();
+    assert_eq!(
+        p.get_document("featureCompatibilityVersion")
+            .unwrap()
+            .get_str("version"),
+        Ok("7.0")
+    );
+    let all = env.admin(doc! {"getParameter": "*"}).await.unwrap();
+    if env.is_sim() {
+        assert_eq!(all.get_bool("enableTestCommands"), Ok(true), "{all}");
+    }
+    assert!(all.contains_key("cursorTimeoutMillis"), "{all}");
+    let err = env
+        .admin(doc! {"getParameter": 1, "noSuchParameter": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err), (72, "InvalidOptions".into()));
+
+    let status = env.admin(doc! {"replSetGetStatus": 1}).await.unwrap();
+    let members = status.get_array("members").unwrap();
+    assert_eq!(members.len(), 1);
+    let me = members[0].as_document().unwrap();
+    assert_eq!(me.get_str("stateStr"), Ok("PRIMARY"));
+    assert!(matches!(
+        me.get_document("optime").unwrap().get("ts"),
+        Some(Bson::Timestamp(_))
+    ));
+    assert!(status
+        .get_document("optimes")
+        .unwrap()
+        .contains_key("lastCommittedOpTime"));
+
+    let host = env.admin(doc! {"hostInfo": 1}).await.unwrap();
+    assert!(host
+        .get_document("system")
+        .unwrap()
+        .contains_key("numCores"));
+
+    let stats = env.db.run_command(doc! {"dbStats": 1}).await.unwrap();
+    assert_eq!(stats.get_str("db"), Ok(env.db.name()));
+    assert_eq!(
+        stats
+            .get("objects")
+            .and_then(Bson::as_i64)
+            .or(stats.get_i32("objects").ok().map(i64::from)),
+        Some(2)
+    );
+    let cs = env.db.run_command(doc! {"collStats": "c"}).await.unwrap();
+    assert_eq!(
+        cs.get("count")
+            .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from))),
+        Some(2)
+    );
+    assert!(cs.get_document("indexSizes").unwrap().contains_key("_id_"));
+    let ds = env
+        .admin(doc! {"dataSize": format!("{}.c", env.db.name())})
+        .await
+        .unwrap();
+    assert_eq!(
+        ds.get("numObjects")
+            .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from))),
+        Some(2)
+    );
+    let v = env.db.run_command(doc! {"validate": "c"}).await.unwrap();
+    assert_eq!(v.get_bool("valid"), Ok(true));
+    let err = env
+        .db
+        .run_command(doc! {"validate": "nope"})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 26);
+
+    let prof = env.db.run_command(doc! {"profile": -1}).await.unwrap();
+    assert_eq!(prof.get_i32("was"), Ok(0));
+    env.db.run_command(doc! {"profile": 0}).await.unwrap();
+    if env.is_sim() {
+        let err = env.db.run_command(doc! {"profile": 2}).await.unwrap_err();
+        assert_eq!(
+            command_error(&err).0,
+            72,
+            "profiling is refused, not ignored"
+        );
+    }
+
+    let cmds = env.admin(doc! {"listCommands": 1}).await.unwrap();
+    let cmds = cmds.get_document("commands").unwrap();
+    for name in ["find", "insert", "aggregate", "getParameter", "collMod"] {
+        assert!(cmds.contains_key(name), "{name} not listed");
+    }
+
+    let names = env.client.list_database_names().await.unwrap();
+    for internal in ["admin", "config", "local"] {
+        assert!(
+            names.iter().any(|n| n == internal),
+            "{internal} not in {names:?}"
+        );
     }
     env.cleanup().await;
 }

@@ -1,4 +1,5 @@
-//! Runs the pymongo suite (`tests/python`) against this build's `mongo-sim` binary, so that
+//! Runs the pymongo suites (`tests/python` of the workspace and this crate's own
+//! `tests/python`) against this build's `mongo-sim` binary, so that
 //! `cargo test` covers a real client nobody here wrote. The interpreter is `$MONGO_SSE_PYTHON`
 //! or the workspace's `.venv/bin/python` (created by `scripts/test`). Without it the test says so
 //! loudly and passes, except under `CI=true`, where a missing interpreter is a failure.
@@ -72,6 +73,7 @@ fn pymongo_suite_against_the_binary() {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml"])
         .arg(&report)
         .arg("tests/python")
+        .arg("crates/mongo-sim/tests/python")
         .current_dir(&root)
         .env("MONGO_SIM_BIN", env!("CARGO_BIN_EXE_mongo-sim"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -99,5 +101,6 @@ fn pymongo_suite_against_the_binary() {
     );
 }
 
-/// The tests in `tests/python`: a collection error or a renamed file must not pass quietly.
-const MIN_TESTS: usize = 7;
+/// The tests in both `tests/python` directories (7 + 6): a collection error or a renamed file
+/// must not pass quietly.
+const MIN_TESTS: usize = 13;

@@ -69,6 +69,7 @@ pub fn aggregate(shared: &Shared, body: &Document, db: &str) -> CommandResult<Do
                     ))
                 }
             };
+            check_change_stream_read_concern(body)?;
             change_stream(shared, db, collection, &opts, &stages[1..], size)
         }
         None => {
@@ -79,6 +80,41 @@ pub fn aggregate(shared: &Shared, body: &Document, db: &str) -> CommandResult<Do
             })?;
             plain(shared, db, &coll, &stages, size)
         }
+    }
+}
+
+/// Change streams read majority-committed data only. MongoDB upconverts an absent read concern
+/// (or one without a level) to `majority` and refuses any other level with 72 InvalidOptions
+/// (`LiteParsedDocumentSourceChangeStream::supportsReadConcern`).
+fn check_change_stream_read_concern(body: &Document) -> CommandResult<()> {
+    let level = match body.get("readConcern") {
+        None | Some(Bson::Null) => return Ok(()),
+        Some(Bson::Document(rc)) => match rc.get("level") {
+            None => return Ok(()),
+            Some(Bson::String(l)) => l.clone(),
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
+                "BSON field 'readConcern.level' is the wrong type '{:?}', expected type 'string'",
+                other.element_type()
+            )))
+            }
+        },
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field 'readConcern' is the wrong type '{:?}', expected type 'object'",
+                other.element_type()
+            )))
+        }
+    };
+    match level.as_str() {
+        "majority" => Ok(()),
+        "local" | "available" | "linearizable" | "snapshot" => Err(CommandError::new(
+            codes::INVALID_OPTIONS,
+            format!("Aggregation stage $changeStream cannot run with a readConcern other than 'majority'. Current readConcern: {level}"),
+        )),
+        other => Err(CommandError::failed_to_parse(format!(
+            "{other} is not a valid read concern level"
+        ))),
     }
 }
 

@@ -5,7 +5,7 @@
 use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
 use crate::cursor::{BatchBytes, Cursor, CursorKind};
 use crate::error::{codes, is_resumable_change_stream_code, CommandError, CommandResult};
-use crate::oplog::OpKind;
+use crate::oplog::{EntryExtra, OpKind};
 use crate::query::diff::update_description;
 use crate::query::filter::Filter;
 use crate::query::projection::Projection;
@@ -63,6 +63,56 @@ fn check_insertable_id(doc: &Document) -> CommandResult<()> {
     Err(CommandError::bad_value(format!("can't use {what} for _id")))
 }
 
+/// MongoDB's `BSONObjMaxUserSize`: no stored document may be larger.
+const MAX_DOCUMENT_SIZE: usize = crate::wire::MAX_BSON_OBJECT_SIZE;
+
+fn bson_len(d: &Document) -> usize {
+    bson::to_vec(d).map(|v| v.len()).unwrap_or(0)
+}
+
+/// What mongod refuses to store (`fixDocumentForInsert`, the update and upsert stages): an
+/// `_id` that is an operator object (53 InvalidIdField) and documents over 16 MiB, each with the
+/// code of the path that meets it (`code`: 2 on insert, 17419 after an update, 17420 on upsert).
+fn check_storable(doc: &Document, code: i32) -> CommandResult<()> {
+    if let Some(Bson::Document(id)) = doc.get("_id") {
+        if let Some(k) = id.keys().find(|k| k.starts_with('$')) {
+            return Err(CommandError::new(
+                codes::INVALID_ID_FIELD,
+                format!(
+                    "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
+                ),
+            ));
+        }
+    }
+    let len = bson_len(doc);
+    if len > MAX_DOCUMENT_SIZE {
+        let message = match code {
+            codes::BAD_VALUE => format!(
+                "object to insert too large. size in bytes: {len}, max size: {MAX_DOCUMENT_SIZE}"
+            ),
+            17420 => format!("Document to upsert is larger than {MAX_DOCUMENT_SIZE}"),
+            _ => format!("Resulting document after update is larger than {MAX_DOCUMENT_SIZE}"),
+        };
+        return Err(CommandError::new(code, message));
+    }
+    Ok(())
+}
+
+/// Validation against the collection's validator, unless the command bypasses it.
+fn check_valid(
+    st: &State,
+    db: &str,
+    coll: &str,
+    new: &Document,
+    old: Option<&Document>,
+    bypass: bool,
+) -> CommandResult<()> {
+    match st.collection(db, coll) {
+        Some(c) if !bypass => c.validate(new, old),
+        _ => Ok(()),
+    }
+}
+
 fn write_error(index: usize, e: &CommandError) -> Document {
     let mut d = doc! {"index": index as i32, "code": e.code, "errmsg": e.message.clone()};
     for (k, v) in e.extra.iter().flat_map(|x| x.iter()) {
@@ -75,16 +125,21 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
     let coll = collection_arg(body, "insert")?;
     let docs = array_of_docs(body, "documents")?;
     let ordered = body.get_bool("ordered").unwrap_or(true);
+    let bypass = bool_arg(body, "bypassDocumentValidation");
     let mut n = 0i32;
     let mut errors = Vec::new();
     {
         let mut st = shared.lock();
         for (i, d) in docs.iter().enumerate() {
             let doc = with_id_first(d);
-            let res = check_insertable_id(&doc).and_then(|()| {
-                st.collection_or_create(db, coll)
-                    .and_then(|c| c.insert(doc.clone()))
-            });
+            let res = check_insertable_id(&doc)
+                .and_then(|()| check_storable(&doc, codes::BAD_VALUE))
+                .and_then(|()| st.collection_or_create(db, coll).map(|_| ()))
+                .and_then(|()| check_valid(&st, db, coll, &doc, None, bypass))
+                .and_then(|()| {
+                    st.collection_or_create(db, coll)
+                        .and_then(|c| c.insert(doc.clone()))
+                });
             match res {
                 Ok(_) => {
                     st.log(db, coll, OpKind::Insert { doc });
@@ -416,6 +471,7 @@ fn apply_update(
     coll: &str,
     record: u64,
     update: &Update,
+    bypass: bool,
 ) -> CommandResult<Option<Document>> {
     let Some(old) = st.collection(db, coll).and_then(|c| c.get(record)).cloned() else {
         return Ok(None);
@@ -441,9 +497,13 @@ fn apply_update(
     if new == old {
         return Ok(None);
     }
+    check_storable(&new, 17419)?;
+    check_valid(st, db, coll, &new, Some(&old), bypass)?;
     let key = old.get("_id").cloned().unwrap_or(Bson::Null);
+    let mut images = false;
     if let Some(c) = st.collection_mut(db, coll) {
         c.replace(record, new.clone())?;
+        images = c.pre_images_enabled();
     }
     let op = match update {
         Update::Replacement(_) => OpKind::Replace {
@@ -455,8 +515,29 @@ fn apply_update(
             desc: update_description(&old, &new),
         },
     };
-    st.log(db, coll, op);
+    let extra = match images {
+        true => EntryExtra {
+            pre_image: Some(old),
+            post_image: Some(new.clone()),
+            ..EntryExtra::default()
+        },
+        false => EntryExtra::default(),
+    };
+    st.log_with(db, coll, op, extra);
     Ok(Some(new))
+}
+
+/// Logs the delete of `doc`, with its pre-image when the collection records them.
+fn log_delete(st: &mut State, db: &str, coll: &str, doc: Document) {
+    let key = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let images = st
+        .collection(db, coll)
+        .is_some_and(|c| c.pre_images_enabled());
+    let extra = EntryExtra {
+        pre_image: images.then_some(doc),
+        ..EntryExtra::default()
+    };
+    st.log_with(db, coll, OpKind::Delete { key }, extra);
 }
 
 fn immutable_id(old: &Bson) -> CommandError {
@@ -473,6 +554,7 @@ fn upsert_insert(
     coll: &str,
     filter: &Document,
     update: &Update,
+    bypass: bool,
 ) -> CommandResult<Document> {
     let doc = match update {
         Update::Replacement(r) => {
@@ -487,6 +569,10 @@ fn upsert_insert(
         _ => update.apply(&upsert_seed(filter), true)?,
     };
     let doc = with_id_first(&doc);
+    check_insertable_id(&doc)?;
+    check_storable(&doc, 17420)?;
+    st.collection_or_create(db, coll)?;
+    check_valid(st, db, coll, &doc, None, bypass)?;
     st.collection_or_create(db, coll)?.insert(doc.clone())?;
     st.log(db, coll, OpKind::Insert { doc: doc.clone() });
     Ok(doc)
@@ -527,6 +613,7 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
     let coll = collection_arg(body, "update")?;
     let updates = array_of_docs(body, "updates")?;
     let ordered = body.get_bool("ordered").unwrap_or(true);
+    let bypass = bool_arg(body, "bypassDocumentValidation");
     let (mut n, mut modified) = (0i32, 0i32);
     let mut upserted = Vec::new();
     let mut errors = Vec::new();
@@ -547,7 +634,7 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             }
             let recs = matching_records(&st, db, coll, &filter, None, !multi);
             if recs.is_empty() && bool_arg(u, "upsert") {
-                let doc = upsert_insert(&mut st, db, coll, &q, &update)?;
+                let doc = upsert_insert(&mut st, db, coll, &q, &update, bypass)?;
                 upserted.push(
                     doc! {"index": i as i32, "_id": doc.get("_id").cloned().unwrap_or(Bson::Null)},
                 );
@@ -556,7 +643,7 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             }
             for rec in recs {
                 n += 1;
-                if apply_update(&mut st, db, coll, rec, &update)?.is_some() {
+                if apply_update(&mut st, db, coll, rec, &update, bypass)?.is_some() {
                     modified += 1;
                 }
             }
@@ -600,8 +687,7 @@ pub fn delete(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             }
             for rec in matching_records(&st, db, coll, &filter, None, limit == 1) {
                 if let Some(doc) = st.collection_mut(db, coll).and_then(|c| c.remove(rec)) {
-                    let key = doc.get("_id").cloned().unwrap_or(Bson::Null);
-                    st.log(db, coll, OpKind::Delete { key });
+                    log_delete(&mut st, db, coll, doc);
                     n += 1;
                 }
             }
@@ -641,6 +727,7 @@ pub fn find_and_modify(
         _ => None,
     };
     let remove = bool_arg(body, "remove");
+    let bypass = bool_arg(body, "bypassDocumentValidation");
     let return_new = bool_arg(body, "new");
     let upsert = bool_arg(body, "upsert");
     let update = match body.get("update") {
@@ -669,13 +756,7 @@ pub fn find_and_modify(
         (Some(rec), None) => {
             let doc = st.collection_mut(db, coll).and_then(|c| c.remove(rec));
             if let Some(d) = &doc {
-                st.log(
-                    db,
-                    coll,
-                    OpKind::Delete {
-                        key: d.get("_id").cloned().unwrap_or(Bson::Null),
-                    },
-                );
+                log_delete(&mut st, db, coll, d.clone());
             }
             OpCounters::add(&shared.counters.delete, 1);
             doc! {"lastErrorObject": {"n": 1}, "value": doc.map(|d| Bson::Document(project(d))).unwrap_or(Bson::Null)}
@@ -683,14 +764,14 @@ pub fn find_and_modify(
         (None, None) => doc! {"lastErrorObject": {"n": 0}, "value": Bson::Null},
         (Some(rec), Some(update)) => {
             let old = st.collection(db, coll).and_then(|c| c.get(rec)).cloned();
-            let new = apply_update(&mut st, db, coll, rec, &update)?;
+            let new = apply_update(&mut st, db, coll, rec, &update, bypass)?;
             let current = new.or_else(|| st.collection(db, coll).and_then(|c| c.get(rec)).cloned());
             let value = if return_new { current } else { old };
             OpCounters::add(&shared.counters.update, 1);
             doc! {"lastErrorObject": {"n": 1, "updatedExisting": true}, "value": value.map(|d| Bson::Document(project(d))).unwrap_or(Bson::Null)}
         }
         (None, Some(update)) if upsert => {
-            let doc = upsert_insert(&mut st, db, coll, &q, &update)?;
+            let doc = upsert_insert(&mut st, db, coll, &q, &update, bypass)?;
             let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
             OpCounters::add(&shared.counters.update, 1);
             let value = if return_new {

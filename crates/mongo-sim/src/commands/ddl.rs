@@ -4,7 +4,7 @@
 
 use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
 use crate::error::{codes, CommandError, CommandResult};
-use crate::oplog::OpKind;
+use crate::oplog::{EntryExtra, OpKind};
 use crate::query::filter::Filter;
 use crate::state::{validate_namespace, Shared};
 use crate::store::{Collection, IndexSpec};
@@ -41,6 +41,24 @@ pub fn create(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
         .filter(|(k, _)| CREATE_OPTIONS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    validate_collection_options(&options, "create")?;
+    for unsupported in [
+        "capped",
+        "timeseries",
+        "viewOn",
+        "clusteredIndex",
+        "encryptedFields",
+    ] {
+        if options.contains_key(unsupported)
+            && !matches!(options.get(unsupported), Some(Bson::Boolean(false)))
+        {
+            // Accepting these and behaving like a plain collection would be silently wrong.
+            return Err(CommandError::new(
+                codes::INVALID_OPTIONS,
+                format!("the '{unsupported}' option of create is not supported by mongo-sim"),
+            ));
+        }
+    }
     let mut st = shared.lock();
     if let Some(existing) = st.collection(db, coll) {
         if existing.options == options {
@@ -51,8 +69,177 @@ pub fn create(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             format!("Collection {db}.{coll} already exists with different options."),
         ));
     }
-    st.collection_or_create(db, coll)?.options = options;
+    st.create_collection(db, coll, options)?;
     Ok(Document::new())
+}
+
+/// Checks the options `create` and `collMod` share, with MongoDB's errors.
+fn validate_collection_options(options: &Document, command: &str) -> CommandResult<()> {
+    if let Some(v) = options.get("changeStreamPreAndPostImages") {
+        let Bson::Document(d) = v else {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field '{command}.changeStreamPreAndPostImages' is the wrong type '{:?}', expected type 'object'",
+                v.element_type()
+            )));
+        };
+        for k in d.keys() {
+            if k != "enabled" {
+                return Err(CommandError::new(
+                    codes::LOCATION_40415,
+                    format!("BSON field '{command}.changeStreamPreAndPostImages.{k}' is an unknown field."),
+                ));
+            }
+        }
+        match d.get("enabled") {
+            Some(Bson::Boolean(_)) => {}
+            None => {
+                return Err(CommandError::new(
+                    40414,
+                    format!("BSON field '{command}.changeStreamPreAndPostImages.enabled' is missing but a required field"),
+                ))
+            }
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
+                    "BSON field '{command}.changeStreamPreAndPostImages.enabled' is the wrong type '{:?}', expected type 'bool'",
+                    other.element_type()
+                )))
+            }
+        }
+    }
+    if let Some(v) = options.get("validator") {
+        let Bson::Document(d) = v else {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field '{command}.validator' is the wrong type '{:?}', expected type 'object'",
+                v.element_type()
+            )));
+        };
+        Filter::parse(d).map_err(|e| {
+            CommandError::new(
+                e.code,
+                format!(
+                    "Parsing of collection validator failed :: caused by :: {}",
+                    e.message
+                ),
+            )
+        })?;
+    }
+    for (field, allowed) in [
+        ("validationLevel", &["off", "strict", "moderate"][..]),
+        ("validationAction", &["error", "warn"][..]),
+    ] {
+        match options.get(field) {
+            None => {}
+            Some(Bson::String(s)) if allowed.contains(&s.as_str()) => {}
+            Some(Bson::String(s)) => {
+                return Err(CommandError::bad_value(format!(
+                    "Enumeration value '{s}' for field '{command}.{field}' is not a valid value."
+                )))
+            }
+            Some(other) => {
+                return Err(CommandError::type_mismatch(format!(
+                "BSON field '{command}.{field}' is the wrong type '{:?}', expected type 'string'",
+                other.element_type()
+            )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fields every command may carry besides its own (sessions, concerns, API version, ...).
+fn is_generic_field(k: &str) -> bool {
+    k.starts_with('$')
+        || matches!(
+            k,
+            "lsid"
+                | "txnNumber"
+                | "writeConcern"
+                | "readConcern"
+                | "comment"
+                | "maxTimeMS"
+                | "apiVersion"
+                | "apiStrict"
+                | "apiDeprecationErrors"
+                | "autocommit"
+                | "startTransaction"
+        )
+}
+
+/// `collMod`: collection options (`validator`, `validationLevel`, `validationAction`,
+/// `changeStreamPreAndPostImages`) and a TTL index's `expireAfterSeconds`. Logged, so streams
+/// with `showExpandedEvents` report a `modify` event.
+pub fn coll_mod(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    let coll = collection_arg(body, "collMod")?;
+    let mut changes = Document::new();
+    let mut index = None;
+    for (k, v) in body.iter().skip(1) {
+        match k.as_str() {
+            "validator"
+            | "validationLevel"
+            | "validationAction"
+            | "changeStreamPreAndPostImages" => {
+                changes.insert(k.clone(), v.clone());
+            }
+            "index" => match v {
+                Bson::Document(d) => index = Some(d.clone()),
+                other => {
+                    return Err(CommandError::type_mismatch(format!(
+                    "BSON field 'collMod.index' is the wrong type '{:?}', expected type 'object'",
+                    other.element_type()
+                )))
+                }
+            },
+            k if is_generic_field(k) => {}
+            "expireAfterSeconds" | "timeseries" | "viewOn" | "pipeline" | "clusteredIndex"
+            | "cappedSize" | "cappedMax" | "recordPreImages" | "prepareUnique" | "dryRun" => {
+                return Err(CommandError::new(
+                    codes::INVALID_OPTIONS,
+                    format!("the collMod option '{k}' is not supported by mongo-sim"),
+                ))
+            }
+            other => {
+                return Err(CommandError::new(
+                    codes::LOCATION_40415,
+                    format!("BSON field 'collMod.{other}' is an unknown field."),
+                ))
+            }
+        }
+    }
+    validate_collection_options(&changes, "collMod")?;
+    let mut st = shared.lock();
+    let Some(c) = st.collection_mut(db, coll) else {
+        return Err(CommandError::new(
+            codes::NAMESPACE_NOT_FOUND,
+            format!("ns does not exist: {db}.{coll}"),
+        ));
+    };
+    let mut before = c.options.clone();
+    before.insert("uuid", c.uuid.clone());
+    let mut reply = Document::new();
+    let mut description = changes.clone();
+    let mut state_before = doc! {"collectionOptions": before};
+    if let Some(spec) = index {
+        let (old, new, named) = c.modify_index_ttl(&spec)?;
+        reply.insert("expireAfterSeconds_old", old.clone());
+        reply.insert("expireAfterSeconds_new", new.clone());
+        description.insert(
+            "index",
+            doc! {"name": named.clone(), "expireAfterSeconds": new},
+        );
+        state_before.insert("indexOptions", doc! {"expireAfterSeconds": old});
+    }
+    for (k, v) in changes {
+        c.options.insert(k, v);
+    }
+    st.log(
+        db,
+        coll,
+        OpKind::Modify {
+            description,
+            before: state_before,
+        },
+    );
+    Ok(reply)
 }
 
 pub fn drop(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
@@ -61,7 +248,11 @@ pub fn drop(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
     let removed = st.dbs.get_mut(db).and_then(|d| d.collections.remove(coll));
     match removed {
         Some(c) => {
-            st.log(db, coll, OpKind::Drop);
+            let extra = EntryExtra {
+                uuid: Some(c.uuid.clone()),
+                ..EntryExtra::default()
+            };
+            st.log_with(db, coll, OpKind::Drop, extra);
             Ok(doc! {"nIndexesWas": c.indexes.len() as i32, "ns": format!("{db}.{coll}")})
         }
         // Since MongoDB 7.0 dropping a collection that does not exist succeeds.
@@ -73,8 +264,12 @@ pub fn drop_database(shared: &Shared, db: &str) -> CommandResult<Document> {
     let mut st = shared.lock();
     if let Some(database) = st.dbs.remove(db) {
         // MongoDB drops each collection (one oplog entry each), then the database.
-        for name in database.collections.keys() {
-            st.log(db, name, OpKind::Drop);
+        for (name, c) in &database.collections {
+            let extra = EntryExtra {
+                uuid: Some(c.uuid.clone()),
+                ..EntryExtra::default()
+            };
+            st.log_with(db, name, OpKind::Drop, extra);
         }
         st.log(db, "", OpKind::DropDatabase);
     }
@@ -141,12 +336,17 @@ pub fn rename(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
         .or_default()
         .collections
         .insert(to_coll.to_string(), moved);
-    st.log(
+    let uuid = st.collection(to_db, to_coll).map(|c| c.uuid.clone());
+    st.log_with(
         from_db,
         from_coll,
         OpKind::Rename {
             to_db: to_db.into(),
             to_coll: to_coll.into(),
+        },
+        EntryExtra {
+            uuid,
+            ..EntryExtra::default()
         },
     );
     Ok(Document::new())
@@ -257,10 +457,17 @@ pub fn create_indexes(shared: &Shared, body: &Document, db: &str) -> CommandResu
     let created_automatically = st.collection(db, coll).is_none();
     let c = st.collection_or_create(db, coll)?;
     let before = c.indexes.len() as i32;
+    let mut built = Vec::new();
     for spec in parsed {
-        c.create_index(spec)?;
+        let listed = spec.to_document();
+        if c.create_index(spec)? {
+            built.push(listed);
+        }
     }
     let after = c.indexes.len() as i32;
+    if !built.is_empty() {
+        st.log(db, coll, OpKind::CreateIndexes { indexes: built });
+    }
     let mut reply = doc! {"numIndexesBefore": before, "numIndexesAfter": after, "createdCollectionAutomatically": created_automatically};
     if before == after {
         reply.insert("note", "all indexes already exist");
@@ -332,8 +539,15 @@ pub fn drop_indexes(shared: &Shared, body: &Document, db: &str) -> CommandResult
             ))
         }
     };
+    let mut dropped = Vec::new();
     for n in names {
+        if let Some(spec) = c.indexes.iter().find(|i| i.name == n) {
+            dropped.push(spec.to_document());
+        }
         c.drop_index(&n)?;
+    }
+    if !dropped.is_empty() {
+        st.log(db, coll, OpKind::DropIndexes { indexes: dropped });
     }
     Ok(doc! {"nIndexesWas": was})
 }

@@ -164,11 +164,14 @@ pub fn list_databases(shared: &Shared, body: &Document) -> CommandResult<Documen
         .filter(|(_, db)| !db.collections.is_empty())
         .map(|(n, _)| (n.clone(), false))
         .collect();
-    // `local` always exists on a replica-set member (it holds the oplog).
-    if !shared.standalone && !names.iter().any(|(n, _)| n == "local") {
-        names.push(("local".into(), false));
-        names.sort();
+    // `admin` (system.version) and `config` (system.sessions) always exist, and so does
+    // `local` (the oplog on a replica-set member, startup_log on a standalone).
+    for internal in ["admin", "config", "local"] {
+        if !names.iter().any(|(n, _)| n == internal) {
+            names.push((internal.into(), false));
+        }
     }
+    names.sort();
     for (name, empty) in names {
         let entry = if name_only {
             doc! {"name": name}

@@ -3,6 +3,7 @@
 //! it in `opcounters`, stamps `$clusterTime`/`operationTime` as a replica-set member does, and
 //! wakes change streams when the oplog grew.
 
+mod admin;
 mod aggregate;
 mod crud;
 mod ddl;
@@ -88,8 +89,106 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: 
     };
     if let Some(wce) = write_concern_error {
         reply.insert("writeConcernError", wce);
+    } else if reply.get_f64("ok") == Ok(1.0) && ACKNOWLEDGED_COMMANDS.contains(&name.as_str()) {
+        if let Some(wce) = unsatisfiable_write_concern(&body) {
+            reply.insert("writeConcernError", wce);
+        }
     }
     Outcome::Reply(finish(shared, reply))
+}
+
+/// Every command `run` answers, as `listCommands` lists them.
+const COMMANDS: &[&str] = &[
+    "aggregate",
+    "buildInfo",
+    "collMod",
+    "collStats",
+    "configureFailPoint",
+    "connectionStatus",
+    "count",
+    "create",
+    "createIndexes",
+    "dataSize",
+    "dbStats",
+    "delete",
+    "dropIndexes",
+    "drop",
+    "dropDatabase",
+    "endSessions",
+    "find",
+    "findAndModify",
+    "getCmdLineOpts",
+    "getMore",
+    "getParameter",
+    "hello",
+    "hostInfo",
+    "insert",
+    "isMaster",
+    "killCursors",
+    "killSessions",
+    "listCollections",
+    "listCommands",
+    "listDatabases",
+    "listIndexes",
+    "ping",
+    "profile",
+    "refreshSessions",
+    "renameCollection",
+    "replSetGetStatus",
+    "serverStatus",
+    "update",
+    "validate",
+    "whatsmyuri",
+];
+
+/// Commands that wait for their `writeConcern`.
+const ACKNOWLEDGED_COMMANDS: &[&str] = &[
+    "insert",
+    "update",
+    "delete",
+    "findAndModify",
+    "findandmodify",
+    "create",
+    "drop",
+    "dropDatabase",
+    "renameCollection",
+    "createIndexes",
+    "dropIndexes",
+    "deleteIndexes",
+    "collMod",
+];
+
+/// The `writeConcernError` a one-member replica set answers after the write: `w` above the
+/// member count (100 UnsatisfiableWriteConcern) or a tag no member has (79
+/// UnknownReplWriteConcern). The write itself is applied, as on MongoDB.
+fn unsatisfiable_write_concern(body: &Document) -> Option<Document> {
+    let wc = body.get_document("writeConcern").ok()?;
+    let w = wc.get("w")?;
+    let members = |n: i64| {
+        (n > 1).then(|| {
+            (
+                codes::UNSATISFIABLE_WRITE_CONCERN,
+                "Not enough data-bearing nodes".to_string(),
+            )
+        })
+    };
+    let (code, errmsg) = match w {
+        Bson::Int32(n) => members(*n as i64)?,
+        Bson::Int64(n) => members(*n)?,
+        Bson::Double(n) => members(*n as i64)?,
+        Bson::String(s) if s == "majority" => return None,
+        Bson::String(s) => (
+            codes::UNKNOWN_REPL_WRITE_CONCERN,
+            format!("No write concern mode named '{s}' found in replica set configuration"),
+        ),
+        _ => return None,
+    };
+    Some(doc! {
+        "code": code,
+        "codeName": crate::error::code_name(code),
+        "errmsg": errmsg,
+        "errInfo": {"writeConcern": {"w": w.clone(), "wtimeout": 0, "provenance": "clientSupplied"}},
+    })
 }
 
 /// A command with a `maxTimeMS` above 0 (0 means no limit).
@@ -147,6 +246,17 @@ async fn run(
         "createIndexes" => ddl::create_indexes(shared, body, db),
         "listIndexes" => ddl::list_indexes(shared, body, db),
         "dropIndexes" | "deleteIndexes" => ddl::drop_indexes(shared, body, db),
+        "collMod" => ddl::coll_mod(shared, body, db),
+        "getCmdLineOpts" => admin::get_cmd_line_opts(shared, db),
+        "getParameter" => admin::get_parameter(shared, body, db),
+        "hostInfo" => Ok(admin::host_info(shared)),
+        "replSetGetStatus" => admin::repl_set_get_status(shared, db),
+        "dbStats" | "dbstats" => admin::db_stats(shared, body, db),
+        "collStats" | "collstats" => admin::coll_stats(shared, body, db),
+        "dataSize" | "datasize" => admin::data_size(shared, body),
+        "validate" => admin::validate(shared, body, db),
+        "profile" => admin::profile(body),
+        "listCommands" => Ok(admin::list_commands(COMMANDS)),
         other => Err(CommandError::new(
             codes::COMMAND_NOT_FOUND,
             format!("no such command: '{other}'"),

@@ -774,6 +774,12 @@ impl Update {
                 if d.keys().next().is_some_and(|k| k.starts_with('$')) {
                     Ok(Update::Operators(OperatorUpdate::parse(d)?))
                 } else {
+                    if let Some(k) = d.keys().find(|k| k.starts_with('$')) {
+                        return Err(CommandError::new(
+                            codes::DOLLAR_PREFIXED_FIELD_NAME,
+                            format!("The dollar ($) prefixed field '{k}' in '{k}' is not allowed in the context of an update's replacement document. Consider using an aggregation pipeline with $replaceWith."),
+                        ));
+                    }
                     Ok(Update::Replacement(d.clone()))
                 }
             }
