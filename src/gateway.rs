@@ -34,6 +34,8 @@ pub struct Gateway {
     server: actix_web::dev::ServerHandle,
     serving: JoinHandle<std::io::Result<()>>,
     watcher: JoinHandle<()>,
+    /// The task that tells streams their client has gone (`http::peer`).
+    peer_watch: Option<JoinHandle<()>>,
     tasks: Tasks,
 }
 
@@ -75,6 +77,17 @@ impl Gateway {
             hub.shutdown_signal(),
         ));
 
+        // One epoll set for every streaming socket, driven on this runtime (see http::peer).
+        let (peers, peer_watch) = match crate::http::peer::PeerWatch::new() {
+            Ok(p) => {
+                let run = tokio::spawn(Arc::clone(&p).run(hub.shutdown_signal()));
+                (Some(p), Some(run))
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch clients' sockets ({e}); a client that leaves is noticed at the next heartbeat");
+                (None, None)
+            }
+        };
         let state = web::Data::new(AppState {
             hub: Arc::clone(&hub),
             resume: Resumer::new(
@@ -98,6 +111,7 @@ impl Gateway {
             retry_ms: config.retry_ms,
             gate,
             metrics_public: config.metrics_public,
+            peers,
         });
         let server =
             // Middleware runs outside in: the access log sees every request (tokens redacted),
@@ -113,8 +127,8 @@ impl Gateway {
             })
                 .on_connect(|conn, ext| {
                     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                        if let Ok(dup) = socket2::SockRef::from(tcp).try_clone() {
-                            ext.insert(ConnSocket(Arc::new(dup)));
+                        if let Some(sock) = ConnSocket::of(tcp) {
+                            ext.insert(sock);
                         }
                     }
                 })
@@ -133,6 +147,7 @@ impl Gateway {
             server: handle,
             serving,
             watcher,
+            peer_watch,
             tasks,
             source_stats,
         })
@@ -145,6 +160,9 @@ impl Gateway {
         self.server.stop(true).await;
         let _ = self.serving.await;
         let _ = self.watcher.await;
+        if let Some(peer_watch) = self.peer_watch {
+            let _ = peer_watch.await;
+        }
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.close_and_wait())
             .await
             .is_err()

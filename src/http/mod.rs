@@ -41,12 +41,11 @@ pub struct AppState {
     pub gate: gate::Gate,
     /// `SSE_METRICS_PUBLIC`: `/metrics` without the admin token.
     pub metrics_public: bool,
+    /// Tells streams that their client has gone (`None` where epoll is unavailable).
+    pub peers: Option<Arc<peer::PeerWatch>>,
 }
 
-/// A duplicate of the connection's socket, taken when it was accepted, so that a slow
-/// consumer's connection can be shut down even though its response stream is no longer polled.
-#[derive(Clone)]
-pub struct ConnSocket(pub Arc<socket2::Socket>);
+pub use peer::ConnSocket;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     assets::routes(cfg);

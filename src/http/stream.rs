@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::Shutdown;
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -150,13 +149,9 @@ async fn open(
     r: StreamRequest,
     pass: Pass,
 ) -> Result<HttpResponse, ApiError> {
-    let closer: crate::hub::Closer = match req.conn_data::<ConnSocket>() {
-        Some(ConnSocket(sock)) => {
-            let sock = Arc::clone(sock);
-            Box::new(move || {
-                let _ = sock.shutdown(Shutdown::Both);
-            })
-        }
+    let socket = req.conn_data::<ConnSocket>().copied();
+    let closer: crate::hub::Closer = match socket {
+        Some(sock) => Box::new(move || sock.shutdown()),
         None => Box::new(|| {}),
     };
     let mut sub = state
@@ -167,7 +162,9 @@ async fn open(
         })?;
     let mut conn = Conn::new(state, &sub, pass, req.peer_addr());
     state.hub.attach(sub.conn, Arc::clone(&conn.info));
-    conn.peer = Peer::watch(req.conn_data::<ConnSocket>().map(|s| &s.0));
+    if let (Some(peers), Some(sock)) = (&state.peers, socket) {
+        conn.peer = peers.watch(sock.fd());
+    }
     conn.frames.push_back(sse::retry_frame(state.retry_ms));
     let resumed = state
         .resume
