@@ -21,7 +21,7 @@ use crate::history::{Budget, History, Since};
 use crate::metrics::{CloseReason, Metrics};
 use crate::position::Position;
 use crate::rates::ChannelRates;
-use crate::router::{ConnId, QueueReceiver, Router};
+use crate::router::{ConnId, Publish, QueueReceiver, Router, Targets};
 use crate::source::Mode;
 
 /// Closes a connection's socket from outside its response stream. A client that stops
@@ -163,15 +163,16 @@ impl Inner {
         }
     }
 
-    /// Closes the connections whose queue was full (the slow-consumer rule: the browser
-    /// resumes from its last id and loses nothing). Their count is for the stats, which are
-    /// updated after the lock is released.
-    fn close_overflowed(&self, conns: &[ConnId]) -> u64 {
-        for conn in conns {
+    /// Drops the connections whose queue refused an event, closing those that were full (the
+    /// slow-consumer rule: the browser resumes from its last id and loses nothing). Their
+    /// count is for the stats, which are updated after the lock is released.
+    fn close_overflowed(&mut self, out: &Publish) -> u64 {
+        self.router.drop_failed(out);
+        for conn in &out.overflowed {
             self.close(*conn, CloseReason::SlowConsumer);
             tracing::info!(conn, "slow consumer: queue full, closing the connection");
         }
-        conns.len() as u64
+        out.overflowed.len() as u64
     }
 
     /// What the source delivered recently: the window's documents when tracked, else what the
@@ -209,6 +210,12 @@ impl Inner {
 
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// The queues the event being published goes to. Taken while holding `inner` and kept
+    /// after releasing it until the event is offered to them and the head moved: events reach
+    /// every queue in publishing order, while subscribing, heartbeats and admin requests only
+    /// wait for the routing, not for thousands of wake-ups. Never take `inner` while holding
+    /// it.
+    fanout: Mutex<Targets>,
     /// What the history ring may hold (`SSE_HISTORY_EVENTS`, `SSE_HISTORY_BYTES`).
     history_capacity: Budget,
     /// What each connection's queue may hold (`SSE_QUEUE_LEN`, `SSE_QUEUE_BYTES`).
@@ -224,6 +231,9 @@ pub struct Hub {
     /// publish exactly there.
     #[cfg(test)]
     after_lock: Mutex<Option<TestHook>>,
+    /// Runs in `fan_out` after the hub lock is released and before the event is offered.
+    #[cfg(test)]
+    during_fanout: Mutex<Option<TestHook>>,
 }
 
 #[cfg(test)]
@@ -290,6 +300,7 @@ impl Hub {
                 mode: None,
                 delivered: Delivered::default(),
             }),
+            fanout: Mutex::new(Targets::default()),
             history_capacity: history.into(),
             queue_budget: queue.into(),
             next_conn: AtomicU64::new(1),
@@ -299,6 +310,8 @@ impl Hub {
             shutdown,
             #[cfg(test)]
             after_lock: Mutex::new(None),
+            #[cfg(test)]
+            during_fanout: Mutex::new(None),
         })
     }
 
@@ -306,6 +319,39 @@ impl Hub {
         // Nothing panics while holding this lock; if something ever did, the router and ring
         // are still structurally valid, so keep serving rather than poisoning every request.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Taken while holding [`Hub::lock`] (see `fanout`).
+    fn fanout_lock(&self) -> MutexGuard<'_, Targets> {
+        self.fanout.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Offers `ev` to the queues collected in `fan` (the hub lock released), moves the head
+    /// to `head`, then drops the connections that refused it. Returns the outcome and how
+    /// many were closed as slow consumers.
+    fn fan_out(
+        &self,
+        mut fan: MutexGuard<'_, Targets>,
+        ev: &Arc<Event>,
+        head: Option<Position>,
+    ) -> (Publish, u64) {
+        #[cfg(test)]
+        if let Some(hook) = self.during_fanout.lock().unwrap().take() {
+            hook(self);
+        }
+        let out = fan.offer(ev);
+        // After the queues have the event: a stream that reads this head finds every event
+        // up to it in its queue (the heartbeat relies on it). Under `fanout`, so heads move
+        // in publishing order.
+        if let Some(head) = head {
+            self.head.send_replace(Some(head));
+        }
+        drop(fan);
+        let mut overflowed = 0;
+        if !out.overflowed.is_empty() || !out.closed.is_empty() {
+            overflowed = self.lock().close_overflowed(&out);
+        }
+        (out, overflowed)
     }
 
     /// The source (re)started at `start` in `mode`. The first start creates the history; a
@@ -332,24 +378,26 @@ impl Hub {
         };
         inner.state = SourceState::Running;
         inner.mode = Some(mode);
-        let mut overflowed = 0;
-        if switched {
-            let ev = Arc::new(Event::control(start.clone(), "mode", &mode.to_json()));
-            let full = inner.router.broadcast(&ev).overflowed;
-            overflowed = inner.close_overflowed(&full);
-            tracing::info!(
-                mode = mode.name(),
-                position = %start,
-                connections = inner.closers.len(),
-                "mode switch: the source now runs in {} mode; connections told",
-                mode.name()
-            );
-        }
         self.metrics.mode(mode.name(), switched);
         let head = inner.history.as_ref().map(|h| h.head().clone());
+        let mut fan = self.fanout_lock();
+        if !switched {
+            drop(inner);
+            self.head.send_replace(head);
+            return;
+        }
+        let ev = Arc::new(Event::control(start.clone(), "mode", &mode.to_json()));
+        inner.router.everyone(&mut fan);
+        tracing::info!(
+            mode = mode.name(),
+            position = %start,
+            connections = inner.closers.len(),
+            "mode switch: the source now runs in {} mode; connections told",
+            mode.name()
+        );
         drop(inner);
+        let (_, overflowed) = self.fan_out(fan, &ev, head);
         Stats::inc(&self.stats.slow_consumer_disconnects, overflowed);
-        self.head.send_replace(head);
     }
 
     pub fn mode(&self) -> Option<Mode> {
@@ -395,8 +443,10 @@ impl Hub {
             inner.router.unsubscribe(conn);
             inner.close(conn, CloseReason::Error);
         }
+        let fan = self.fanout_lock();
         drop(inner);
         self.head.send_replace(Some(start));
+        drop(fan);
     }
 
     pub fn set_state(&self, state: SourceState) {
@@ -422,37 +472,44 @@ impl Hub {
         inner.delivered.record(&ev);
         inner.delivered.forget_before(&ev.position);
         inner.rates.record(ev.channel.as_str());
-        let out = inner.router.publish(&ev);
-        let overflowed = inner.close_overflowed(&out.overflowed);
+        let mut fan = self.fanout_lock();
+        inner.router.targets(&ev, &mut fan);
         drop(inner);
+        let (out, overflowed) = self.fan_out(fan, &ev, Some(ev.position.clone()));
         let source = ev.key.as_deref().map_or("", crate::event::key_collection);
         self.metrics.event_in(source, ev.wall_time);
         Stats::inc(&self.stats.events_published, 1);
         Stats::inc(&self.stats.deliveries, out.delivered as u64);
         Stats::inc(&self.stats.slow_consumer_disconnects, overflowed);
-        self.head.send_replace(Some(ev.position.clone()));
     }
 
     /// The source moved on without an event (a postBatchResumeToken).
     pub fn advance(&self, pos: Position) {
-        let moved = {
-            let mut inner = self.lock();
-            let moved = match inner.history.as_mut() {
-                Some(h) => h.advance(pos.clone()).unwrap_or(false),
-                None => false,
-            };
-            if moved {
-                inner.delivered.forget_before(&pos);
-            }
-            moved
+        let mut inner = self.lock();
+        let moved = match inner.history.as_mut() {
+            Some(h) => h.advance(pos.clone()).unwrap_or(false),
+            None => false,
         };
-        if moved {
-            self.head.send_replace(Some(pos));
+        if !moved {
+            return;
         }
+        inner.delivered.forget_before(&pos);
+        let fan = self.fanout_lock();
+        drop(inner);
+        self.head.send_replace(Some(pos));
+        drop(fan);
     }
 
+    /// The newest position the source has reached.
     pub fn head(&self) -> Option<Position> {
         self.lock().history.as_ref().map(|h| h.head().clone())
+    }
+
+    /// The newest position whose events are in every subscriber's queue: what a stream may
+    /// tell its client it is at. Read from the watch channel, not the hub lock, so thousands
+    /// of heartbeats never queue behind publishing.
+    pub fn delivered_head(&self) -> Option<Position> {
+        self.head.borrow().clone()
     }
 
     /// Waits until the head satisfies `pred` (or shutdown). Returns false on shutdown.
@@ -793,6 +850,50 @@ mod tests {
             "{:?}",
             later.start
         );
+    }
+
+    /// Events are offered after the hub lock is released. A connection subscribing in that
+    /// moment must find the event in the history it reads and not in its queue; one already
+    /// subscribed finds it in its queue; the head it can be told moves only afterwards.
+    #[test]
+    fn subscribing_while_an_event_is_being_offered_gets_it_once() {
+        let hub = Hub::new(100, 16);
+        hub.source_started(pos(1), Mode::ChangeStream);
+        hub.publish(ev(2, "logs:w1"));
+        let mut before = hub
+            .subscribe(chans(&["logs:w1"]), None, Box::new(|| {}))
+            .unwrap();
+        let during: Arc<Mutex<Option<Subscription>>> = Arc::default();
+        {
+            let during = Arc::clone(&during);
+            // The hook is taken when it runs, so this Arc does not outlive it.
+            let arc = Arc::clone(&hub);
+            *hub.during_fanout.lock().unwrap() = Some(Box::new(move |hub: &Hub| {
+                assert!(hub.inner.try_lock().is_ok(), "the hub lock is still held");
+                assert_eq!(
+                    hub.delivered_head(),
+                    Some(pos(2)),
+                    "the head moved too early"
+                );
+                *during.lock().unwrap() = Some(
+                    arc.subscribe(chans(&["logs:w1"]), Some(&pos(2)), Box::new(|| {}))
+                        .unwrap(),
+                );
+            }));
+        }
+        hub.publish(ev(3, "logs:w1"));
+        assert_eq!(hub.delivered_head(), Some(pos(3)));
+        let mut during = during
+            .lock()
+            .unwrap()
+            .take()
+            .expect("subscribed in the hook");
+        match &during.start {
+            Start::Replay(evs) => assert_eq!(positions(evs), vec![pos(3)]),
+            other => panic!("{other:?}"),
+        }
+        assert!(drain(&mut during).is_empty(), "delivered twice");
+        assert_eq!(drain(&mut before), vec![pos(3)]);
     }
 
     /// The byte budgets reach the ring and the queues.

@@ -13,7 +13,7 @@
 //! closes it and the browser reconnects with its last event id, losing nothing (invariant 3).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
@@ -27,7 +27,7 @@ use crate::history::{footprint, Budget};
 pub type ConnId = u64;
 
 struct Subscriber {
-    tx: QueueSender,
+    tx: Arc<QueueSender>,
     channels: Box<[Channel]>,
 }
 
@@ -41,6 +41,7 @@ pub fn queue(budget: Budget) -> (QueueSender, QueueReceiver) {
             tx,
             bytes: Arc::clone(&bytes),
             max_bytes: budget.bytes,
+            refused: AtomicBool::new(false),
         },
         QueueReceiver { rx, bytes },
     )
@@ -52,6 +53,10 @@ pub struct QueueSender {
     /// The bytes queued and not yet taken by the connection's stream.
     bytes: Arc<AtomicUsize>,
     max_bytes: usize,
+    /// It refused an event for being full: it takes nothing more, or the connection could
+    /// receive a later event after missing that one. (Events are offered outside the hub
+    /// lock, so another one may reach the queue before the router drops it.)
+    refused: AtomicBool,
 }
 
 /// Why [`QueueSender::offer`] did not queue an event.
@@ -68,12 +73,16 @@ impl QueueSender {
     /// what a slow reader holds, it must not keep a fast one from ever receiving a large
     /// document.
     fn offer(&self, ev: &Arc<Event>) -> Result<(), Refused> {
+        if self.refused.load(Ordering::Relaxed) {
+            return Err(Refused::Closed); // reported once, as full, when it happened
+        }
         let size = footprint(ev);
         let queued = self.bytes.load(Ordering::Relaxed);
         if queued > 0 && queued.saturating_add(size) > self.max_bytes {
             return if self.tx.is_closed() {
                 Err(Refused::Closed)
             } else {
+                self.refused.store(true, Ordering::Relaxed);
                 Err(Refused::Full)
             };
         }
@@ -84,7 +93,10 @@ impl QueueSender {
             Err(e) => {
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
                 match e {
-                    TrySendError::Full(_) => Err(Refused::Full),
+                    TrySendError::Full(_) => {
+                        self.refused.store(true, Ordering::Relaxed);
+                        Err(Refused::Full)
+                    }
                     TrySendError::Closed(_) => Err(Refused::Closed),
                 }
             }
@@ -139,14 +151,48 @@ impl QueueReceiver {
     }
 }
 
-/// Outcome of [`Router::publish`].
+/// Outcome of offering an event to its subscribers.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Publish {
     /// Connections the event was queued for.
     pub delivered: usize,
-    /// Connections whose queue was full (in events or in bytes). They have been removed from the router; the caller
-    /// must close them (and count them).
+    /// Connections whose queue was full (in events or in bytes). They must be removed from
+    /// the router ([`Router::drop_failed`] does) and closed (and counted).
     pub overflowed: Vec<ConnId>,
+    /// Connections whose stream has ended; removed silently.
+    pub closed: Vec<ConnId>,
+}
+
+/// The queues an event goes to, collected under the hub lock and offered after it is
+/// released ([`Targets::offer`]): waking thousands of streams is most of a broadcast's cost,
+/// and a reconnect or a heartbeat should not wait for it. The buffer is kept between events,
+/// so routing allocates nothing per subscriber.
+#[derive(Default)]
+pub struct Targets {
+    queues: Vec<(ConnId, Arc<QueueSender>)>,
+}
+
+impl Targets {
+    /// Offers `ev` to every collected queue, without waiting, and forgets them.
+    pub fn offer(&mut self, ev: &Arc<Event>) -> Publish {
+        let mut out = Publish::default();
+        for (conn, tx) in self.queues.drain(..) {
+            match tx.offer(ev) {
+                Ok(()) => out.delivered += 1,
+                Err(Refused::Full) => out.overflowed.push(conn),
+                Err(Refused::Closed) => out.closed.push(conn),
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
 }
 
 /// Channel name -> subscribed connections, plus each connection's queue.
@@ -183,7 +229,7 @@ impl Router {
         self.conns.insert(
             conn,
             Subscriber {
-                tx,
+                tx: Arc::new(tx),
                 channels: unique.into_boxed_slice(),
             },
         );
@@ -205,15 +251,9 @@ impl Router {
         true
     }
 
-    /// Queues `ev` for every connection subscribed to its channel or an ancestor of it, each
-    /// connection at most once. Never blocks.
-    ///
-    /// A full queue (in events or in bytes) removes the connection and reports it in
-    /// `overflowed`; a closed queue
-    /// (the connection's task has ended) removes it silently.
-    pub fn publish(&mut self, ev: &Arc<Event>) -> Publish {
-        let mut out = Publish::default();
-        let mut closed: Vec<ConnId> = Vec::new();
+    /// Collects into `targets` the queue of every connection subscribed to `ev`'s channel or
+    /// an ancestor of it, each connection at most once.
+    pub fn targets(&self, ev: &Event, targets: &mut Targets) {
         // At most four levels, most specific first.
         let mut levels: [Option<&HashSet<ConnId>>; 4] = [None; 4];
         for (i, name) in ev.channel.ancestors_and_self().take(4).enumerate() {
@@ -226,41 +266,34 @@ impl Router {
                 if levels[..i].iter().flatten().any(|s| s.contains(&conn)) {
                     continue;
                 }
-                self.offer(conn, ev, &mut out, &mut closed);
+                if let Some(sub) = self.conns.get(&conn) {
+                    targets.queues.push((conn, Arc::clone(&sub.tx)));
+                }
             }
         }
-        self.drop_failed(&out, &closed);
-        out
     }
 
-    /// Queues a control event (a mode switch) for every connection, whatever its channels.
-    /// Full queues are treated as in [`Router::publish`].
-    pub fn broadcast(&mut self, ev: &Arc<Event>) -> Publish {
-        let mut out = Publish::default();
-        let mut closed = Vec::new();
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
-        for conn in conns {
-            self.offer(conn, ev, &mut out, &mut closed);
-        }
-        self.drop_failed(&out, &closed);
-        out
-    }
-
-    /// Queues `ev` for `conn` without waiting, sorting the connection into delivered,
-    /// overflowed (a slow consumer) or closed (gone).
-    fn offer(&self, conn: ConnId, ev: &Arc<Event>, out: &mut Publish, closed: &mut Vec<ConnId>) {
-        let Some(sub) = self.conns.get(&conn) else {
-            return;
-        };
-        match sub.tx.offer(ev) {
-            Ok(()) => out.delivered += 1,
-            Err(Refused::Full) => out.overflowed.push(conn),
-            Err(Refused::Closed) => closed.push(conn),
+    /// Collects every connection's queue, whatever its channels: for control events (a mode
+    /// switch).
+    pub fn everyone(&self, targets: &mut Targets) {
+        for (conn, sub) in &self.conns {
+            targets.queues.push((*conn, Arc::clone(&sub.tx)));
         }
     }
 
-    fn drop_failed(&mut self, out: &Publish, closed: &[ConnId]) {
-        for conn in out.overflowed.iter().chain(closed) {
+    /// Queues `ev` for its subscribers here and now (under the caller's lock, as tests and
+    /// benchmarks do), dropping the connections that failed.
+    pub fn publish(&mut self, ev: &Arc<Event>) -> Publish {
+        let mut targets = Targets::default();
+        self.targets(ev, &mut targets);
+        let out = targets.offer(ev);
+        self.drop_failed(&out);
+        out
+    }
+
+    /// Removes the connections whose queue refused an event (full, or its stream gone).
+    pub fn drop_failed(&mut self, out: &Publish) {
+        for conn in out.overflowed.iter().chain(&out.closed) {
             self.unsubscribe(*conn);
         }
     }
@@ -355,7 +388,7 @@ mod tests {
             p,
             Publish {
                 delivered: 4,
-                overflowed: vec![]
+                ..Publish::default()
             }
         );
         let p = r.publish(&ev(2, "logs:w1"));
@@ -388,7 +421,8 @@ mod tests {
             p,
             Publish {
                 delivered: 1,
-                overflowed: vec![1]
+                overflowed: vec![1],
+                ..Publish::default()
             }
         );
         assert!(!r.contains(1));
@@ -400,12 +434,39 @@ mod tests {
         assert_eq!(drain(&mut fast), ["c.01", "c.02", "c.03"]);
     }
 
+    /// Offers happen outside the hub lock: between a queue refusing an event and the router
+    /// dropping it, another event may be offered. Taking it after the reader made room would
+    /// deliver a later event after a missing one.
+    #[test]
+    fn a_queue_that_refused_an_event_takes_nothing_more() {
+        let mut r = Router::new();
+        let mut slow = conn(&mut r, 1, &["logs"], 1);
+        let mut targets = Targets::default();
+        r.targets(&ev(1, "logs:a"), &mut targets);
+        assert_eq!(targets.offer(&ev(1, "logs:a")).delivered, 1);
+        // Full: refused, reported once as overflowed.
+        r.targets(&ev(2, "logs:a"), &mut targets);
+        assert_eq!(targets.offer(&ev(2, "logs:a")).overflowed, vec![1]);
+        // The reader makes room before the router has dropped it: still refused, as closed.
+        assert_eq!(drain(&mut slow), ["c.01"]);
+        r.targets(&ev(3, "logs:a"), &mut targets);
+        let p = targets.offer(&ev(3, "logs:a"));
+        assert_eq!((p.delivered, p.closed), (0, vec![1]));
+        assert!(drain(&mut slow).is_empty());
+    }
+
     #[test]
     fn closed_queue_is_removed_silently() {
         let mut r = Router::new();
         let rx = conn(&mut r, 1, &["logs:w1"], 4);
         drop(rx);
-        assert_eq!(r.publish(&ev(1, "logs:w1")), Publish::default());
+        assert_eq!(
+            r.publish(&ev(1, "logs:w1")),
+            Publish {
+                closed: vec![1],
+                ..Publish::default()
+            }
+        );
         assert_eq!(r.connections(), 0);
         assert_eq!(r.channels(), 0);
     }
@@ -469,7 +530,8 @@ mod tests {
             p,
             Publish {
                 delivered: 1,
-                overflowed: vec![1]
+                overflowed: vec![1],
+                ..Publish::default()
             }
         );
         assert!(!r.contains(1));
