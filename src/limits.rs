@@ -331,9 +331,9 @@ impl Limits {
     }
 }
 
-/// Descriptors one SSE connection holds: actix's socket, the duplicate that closes a slow
-/// consumer's socket, and the duplicate that watches for the client going away.
-pub const FDS_PER_CONNECTION: u64 = 3;
+/// Descriptors one SSE connection holds: its socket, no more (`http::peer` watches it and
+/// closes it by that descriptor).
+pub const FDS_PER_CONNECTION: u64 = 1;
 
 /// The connection cap derived from the open-file limit never exceeds this when
 /// `SSE_MAX_CONNECTIONS` is unset: beyond it memory, not descriptors, is what runs out first,
@@ -633,7 +633,7 @@ mod tests {
         };
         // Unset: derived, never a warning.
         let c = connection_cap(None, &lim(1024, 1024));
-        assert_eq!(c.max_connections, (1024 - 256) / 3);
+        assert_eq!(c.max_connections, 1024 - 256);
         assert_eq!((c.warning, c.explicit), (None, false));
         assert_eq!(connection_cap(None, &lim(100, 100)).max_connections, 1);
         let c = connection_cap(None, &lim(u64::MAX, u64::MAX));
