@@ -8,7 +8,7 @@
 #   bash bench/side_by_side.sh [ROUNDS]          (default 3)
 #
 # Environment:
-#   WORKLOADS   space-separated subset of: idle broadcast channels light (default all)
+#   WORKLOADS   space-separated subset of: idle broadcast channels saturate light (default all)
 #   QUICK=1     small versions of each workload and debug binaries: checks the script, not a
 #               benchmark
 #   MONGODB_URI a real replica set for mongo-sse instead of mongo-sim (Nchan needs none)
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${1:-3}
-WORKLOADS=${WORKLOADS:-idle broadcast channels light}
+WORKLOADS=${WORKLOADS:-idle broadcast channels saturate light}
 OUT=${OUT:-target/bench/side-by-side}
 PROFILE=release
 [[ ${QUICK:-0} == 1 ]] && PROFILE=debug
@@ -42,15 +42,21 @@ fi
 workload_args() {
     local quick=${QUICK:-0}
     case $1 in
-        # Idle RSS per connection: connections held open, one event to prove they are live.
+        # 15 000 connections held open (opened 50 at a time), one event to prove they are
+        # live: RSS per connection above the zero-connection baseline, and the time to open.
         idle) if [[ $quick == 1 ]]; then echo "--connections 300 --channels 1 --events 1"
-              else echo "--connections 5000 --channels 1 --events 1 --source-ips 2"; fi ;;
+              else echo "--connections 15000 --connect-concurrency 50 --channels 1 --events 1 --source-ips 2"; fi ;;
         # One channel, many subscribers, 20 broadcasts 200 ms apart.
         broadcast) if [[ $quick == 1 ]]; then echo "--connections 300 --channels 1 --events 5 --interval-ms 200"
                    else echo "--connections 10000 --channels 1 --events 20 --interval-ms 200 --source-ips 2"; fi ;;
         # 1000 subscribers on 100 channels, 5000 events/s for 5 s.
         channels) if [[ $quick == 1 ]]; then echo "--connections 100 --channels 10 --events 20 --interval-ms 20"
                   else echo "--connections 1000 --channels 100 --events 250 --interval-ms 20 --writers 4"; fi ;;
+        # The highest sustained rate: the same 1000 subscribers on 100 channels, the writers
+        # as fast as they go (a 1 ms tick that bursts when behind). Compare write_rate: a
+        # writer that cannot offer more caps the figure, not the server.
+        saturate) if [[ $quick == 1 ]]; then echo "--connections 100 --channels 10 --events 50 --interval-ms 1"
+                  else echo "--connections 1000 --channels 100 --events 300 --interval-ms 1 --writers 4"; fi ;;
         # Light load: a few subscribers, 20 events/s.
         light) if [[ $quick == 1 ]]; then echo "--connections 10 --channels 10 --events 10 --interval-ms 50"
                else echo "--connections 10 --channels 10 --events 100 --interval-ms 50"; fi ;;
@@ -143,9 +149,12 @@ python3 - "$OUT" "$ROUNDS" $WORKLOADS <<'PY'
 import json, statistics, sys, pathlib
 out, rounds, workloads = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 figures = {
-    "idle": [("rss_per_connection_kib", "idle RSS per connection, KiB")],
+    "idle": [("rss_per_connection_kib", "idle RSS per connection, KiB"),
+             ("connect_wall_s", "time to open all, s"), ("failed_connections", "not connected")],
     "broadcast": [("latency_p99_ms", "p99 ms"), ("latency_p50_ms", "p50 ms")],
-    "channels": [("latency_p99_ms", "p99 ms"), ("delivery_rate", "deliveries/s")],
+    "channels": [("latency_p99_ms", "p99 ms"), ("latency_p50_ms", "p50 ms"), ("delivery_rate", "deliveries/s")],
+    "saturate": [("delivery_rate", "deliveries/s"), ("write_rate", "events written/s"),
+                 ("latency_p99_ms", "p99 ms")],
     "light": [("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms")],
 }
 print("| workload | figure | nginx + Nchan | mongo-sse | mongo-sse / Nchan | lost+dup (Nchan, mongo-sse) | client CPU s (Nchan, mongo-sse) |")

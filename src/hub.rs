@@ -533,12 +533,13 @@ impl Hub {
         resume: Option<&Position>,
         closer: Closer,
     ) -> Result<Subscription, SubscribeError> {
-        if *self.shutdown.borrow() {
-            return Err(SubscribeError::NotReady("shutting down".into()));
-        }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crate::router::queue(self.queue_budget);
         let mut inner = self.lock();
+        // Under the lock, as `begin_shutdown` sets it.
+        if *self.shutdown.borrow() {
+            return Err(SubscribeError::NotReady("shutting down".into()));
+        }
         let Some(history) = inner.history.as_ref() else {
             let why = match &inner.state {
                 SourceState::Down(e) => format!("not connected to MongoDB: {e}"),
@@ -712,9 +713,17 @@ impl Hub {
         Stats::inc(&self.stats.gaps_sent, 1);
     }
 
-    /// Ends every stream (clients reconnect elsewhere) and refuses new ones.
+    /// Ends every stream (clients reconnect elsewhere) and refuses new ones. A live stream
+    /// learns it from its queue ending, not from the shutdown signal: ten thousand streams
+    /// each waiting on one watch channel would share its lock on every event they are sent.
     pub fn begin_shutdown(&self) {
+        let mut inner = self.lock();
+        // Under the lock: a subscription either sees the flag or is registered, and dropped here.
         self.shutdown.send_replace(true);
+        let conns: Vec<ConnId> = inner.closers.keys().copied().collect();
+        for conn in conns {
+            inner.router.unsubscribe(conn);
+        }
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

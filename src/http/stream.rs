@@ -482,14 +482,16 @@ impl Conn {
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => self.end(CloseReason::Shutdown),
                 ev = sub.rx.recv() => match ev {
                     Some(ev) => self.send_live(&ev),
-                    // Removed from the router: a slow consumer, an admin close, or a gap
-                    // restart; the hub says which (`ConnInfo::closed_by`) once its lock is
-                    // free.
+                    // Removed from the router: a slow consumer, an admin close, a gap
+                    // restart, or shutdown (`Hub::begin_shutdown`); the hub says which
+                    // (`ConnInfo::closed_by`, the shutdown flag) once its lock is free.
                     None => {
                         self.hub.settle();
+                        if *self.shutdown.borrow() {
+                            self.end(CloseReason::Shutdown);
+                        }
                         self.done = true;
                     }
                 },
