@@ -9,6 +9,7 @@ mod backlog;
 mod bad_input;
 mod binary;
 mod budgets;
+mod dropped_connections;
 mod exactly_once;
 mod half_close;
 mod hardening;
