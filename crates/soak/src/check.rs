@@ -25,6 +25,8 @@ pub enum Entry {
     Event { channel: String, seq: u64 },
     /// A `gap` event.
     Gap { reason: String },
+    /// A `mode` event (`polling` or `change_stream`): not checked, kept to explain.
+    Mode(String),
 }
 
 /// The verdict for one reader on one channel.
@@ -43,6 +45,8 @@ pub struct ChannelResult {
     /// For each example, the index in the entries of the event received right after it (where
     /// the loss shows), if any.
     pub lost_next_entry: Vec<Option<usize>>,
+    /// Up to a few duplicated sequence numbers, each with the index of its second arrival.
+    pub dup_examples: Vec<(u64, usize)>,
 }
 
 impl ChannelResult {
@@ -60,7 +64,7 @@ pub fn late_gaps(entries: &[Entry]) -> u64 {
             Entry::Connected => data_since_connect = false,
             Entry::Event { .. } => data_since_connect = true,
             Entry::Gap { .. } if data_since_connect => late += 1,
-            Entry::Gap { .. } => {}
+            Entry::Gap { .. } | Entry::Mode(_) => {}
         }
     }
     late
@@ -97,9 +101,12 @@ pub fn check_channel(
     };
     let mut seen = HashSet::new();
     let mut max_so_far: Option<u64> = None;
-    for (seq, _) in &got {
+    for (k, (seq, _)) in got.iter().enumerate() {
         if !seen.insert(*seq) {
             r.duplicated += 1;
+            if r.dup_examples.len() < 5 {
+                r.dup_examples.push((*seq, at[k]));
+            }
         } else if max_so_far.is_some_and(|m| *seq < m) {
             r.out_of_order += 1;
         }

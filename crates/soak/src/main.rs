@@ -14,6 +14,7 @@
 mod check;
 mod nemesis;
 mod procs;
+mod raw;
 mod reader;
 mod rng;
 mod sample;
@@ -76,8 +77,9 @@ struct Args {
     /// Faults to choose from (default: all).
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<Fault>>,
-    /// Seconds a slow reader stops reading.
-    #[arg(long, default_value_t = 15)]
+    /// At most this many seconds a slow reader stops reading (it reads again as soon as a
+    /// gateway closes it as a slow consumer).
+    #[arg(long, default_value_t = 30)]
     slow_pause_secs: u64,
     /// `replSetResizeOplog` size (MB) of the oplog-shrink fault, and the size restored after.
     #[arg(long, default_value_t = 1.0)]
@@ -93,6 +95,10 @@ struct Args {
     /// A stream that sends nothing for this long (heartbeats every 5 s) is a hang.
     #[arg(long, default_value_t = 30)]
     stall_secs: u64,
+    /// Appended to the gateways' `MONGODB_URI` (e.g. `&retryReads=false`, the workaround for
+    /// the driver defect of `tests/gateway/dropped_connections.rs`).
+    #[arg(long, default_value = "")]
+    gateway_uri_options: String,
     /// The gateways' `RUST_LOG`.
     #[arg(long, default_value = "info,actix_server=warn")]
     gateway_log: String,
@@ -182,6 +188,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
 
     let started = Instant::now();
+    let wall_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (sim, uri) = match &args.mongodb_uri {
         Some(uri) => {
             loopback_only(uri)?;
@@ -207,8 +217,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .await;
     }
 
+    let gateway_uri = format!("{uri}{}", args.gateway_uri_options);
     let env: Vec<(String, String)> = [
-        ("MONGODB_URI", uri.as_str()),
+        ("MONGODB_URI", gateway_uri.as_str()),
         ("MONGODB_DB", DB),
         ("SSE_AUTH", "none"),
         ("SSE_CONNECT_RATE_PER_IP", "0"),
@@ -289,7 +300,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
             c
         };
-        let r = Reader::new(i, channels, Arc::clone(&progress), started);
+        let r = Reader::new(i, channels, Arc::clone(&progress), started, i % 10 == 9);
         readers.push(Arc::clone(&r));
         reader_tasks.push(tokio::spawn(r.run(
             reader_http.clone(),
@@ -428,7 +439,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     // What MongoDB holds, then the settle: every live reader up to the last committed event.
-    let committed = writer::committed(&admin, DB).await?;
+    let (committed, written_at) = writer::committed(&admin, DB).await?;
     let total_committed: usize = committed.values().map(|v| v.len()).sum();
     let targets = |r: &Reader| -> Vec<(String, u64)> {
         committed
@@ -515,9 +526,33 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     .flat_map(|k| s.conns[k.saturating_sub(1)..=k].iter())
                     .map(|(t, port, id, _)| format!("{t:.1}s :{port} Last-Event-ID {id:?}"))
                     .collect();
+                let when = written_at
+                    .get(&(ch.clone(), *seq))
+                    .map(|s| *s as i64 - wall_start as i64);
                 explain.push(format!(
-                    "reader {} {ch} lost {seq}; next received on the connection(s) {around:?}",
+                    "reader {} {ch} lost {seq} (written {when:?} s into the run); next received on the connection(s) {around:?}",
                     r.id
+                ));
+            }
+            for (seq, at) in &res.dup_examples {
+                let first = s.entries.iter().position(
+                    |e| matches!(e, check::Entry::Event { channel, seq: q } if channel == &ch && q == seq),
+                );
+                let between: Vec<String> = first
+                    .map(|f| &s.entries[f..*at])
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|e| match e {
+                        check::Entry::Connected => Some("(reconnect)".to_string()),
+                        check::Entry::Gap { reason } => Some(format!("gap {reason}")),
+                        check::Entry::Mode(m) => Some(format!("mode {m}")),
+                        check::Entry::Event { .. } => None,
+                    })
+                    .collect();
+                explain.push(format!(
+                    "reader {} {ch} got {seq} twice, {} entries apart, with between them {between:?}",
+                    r.id,
+                    first.map_or(0, |f| at - f)
                 ));
             }
             if res.violations() > 0 {

@@ -335,48 +335,77 @@ impl Nemesis {
         true
     }
 
+    /// Slow-consumer closes counted by the gateways' metrics, summed.
+    async fn slow_closes(&self) -> u64 {
+        let mut total = 0;
+        for g in &self.gateways {
+            let url = format!("{}/metrics", g.lock().await.url());
+            if let Ok(Ok(r)) =
+                tokio::time::timeout(Duration::from_secs(3), self.http.get(&url).send()).await
+            {
+                let text = r.text().await.unwrap_or_default();
+                total += text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(
+                            "mongo_sse_connections_closed_total{reason=\"slow_consumer\"} ",
+                        )
+                    })
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0) as u64;
+            }
+        }
+        total
+    }
+
+    /// A reader stops reading until a gateway closes a connection as a slow consumer (at most
+    /// `slow_pause`), then reads again: it must resume with nothing lost.
     async fn slow_reader(&self, rng: &mut Rng) -> bool {
         let fault = Fault::SlowReader;
-        // Prefer the readers of a whole workspace: they receive the most.
-        let wide: Vec<&Arc<Reader>> = self
+        let live = |r: &&Arc<Reader>| lock(&r.state).failed.is_none();
+        let small: Vec<&Arc<Reader>> = self
             .readers
             .iter()
-            .filter(|r| r.channels.iter().any(|c| c.matches(':').count() == 1))
-            .filter(|r| lock(&r.state).failed.is_none())
+            .filter(|r| r.small_buffer)
+            .filter(live)
             .collect();
-        let pool: Vec<&Arc<Reader>> = if wide.is_empty() {
-            self.readers.iter().collect()
+        let pool: Vec<&Arc<Reader>> = if small.is_empty() {
+            self.readers.iter().filter(live).collect()
         } else {
-            wide
+            small
         };
         if pool.is_empty() {
             return false;
         }
         let r = pool[rng.below(pool.len() as u64) as usize];
-        let before = lock(&r.state).ended_while_paused;
+        let closes = self.slow_closes().await;
         let connects = lock(&r.state).connects;
+        let t0 = Instant::now();
         r.pause();
-        tokio::time::sleep(self.slow_pause).await;
-        r.resume();
-        // Once it reads again it drains what was buffered and meets the close, if any.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && lock(&r.state).ended_while_paused == before {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = t0 + self.slow_pause;
+        let mut dropped = false;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.slow_closes().await > closes {
+                dropped = true;
+                break;
+            }
         }
-        let dropped = lock(&r.state).ended_while_paused > before;
+        let paused = t0.elapsed();
+        r.resume();
         if dropped {
             self.count("slow_reader_disconnected");
         }
         self.record(
             fault.name(),
             format!(
-                "reader {} paused {:?}: {} (connects before {connects})",
+                "reader {} stopped reading for {} ms: {} (connects before {connects})",
                 r.id,
-                self.slow_pause,
+                paused.as_millis(),
                 if dropped {
-                    "disconnected by the gateway"
+                    "closed by a gateway as a slow consumer"
                 } else {
-                    "not disconnected (queue did not overflow)"
+                    "not closed (its queue did not overflow in time)"
                 }
             ),
         );

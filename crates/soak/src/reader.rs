@@ -17,6 +17,7 @@ use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
 use crate::check::Entry;
+use crate::raw;
 use crate::rng::Rng;
 use crate::sse::Parser;
 
@@ -49,6 +50,9 @@ pub struct Reader {
     unpause: Notify,
     progress: Arc<Notify>,
     started: std::time::Instant,
+    /// Connects through [`raw`] with a 4 KiB receive buffer (the slow-consumer fault's
+    /// candidates: a paused reader must overflow the gateway's queue, not loopback buffers).
+    pub small_buffer: bool,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -66,9 +70,11 @@ impl Reader {
         channels: Vec<String>,
         progress: Arc<Notify>,
         started: std::time::Instant,
+        small_buffer: bool,
     ) -> Arc<Reader> {
         Arc::new(Reader {
             started,
+            small_buffer,
             id,
             channels,
             state: Mutex::new(ReaderState::default()),
@@ -119,37 +125,28 @@ impl Reader {
                 return;
             }
             let port = ports[gateway];
-            let url = format!("http://127.0.0.1:{port}/v1/stream?{query}");
-            let mut req = client
-                .get(&url)
-                .header("accept", "text/event-stream")
-                .header("cache-control", "no-cache");
-            if let Some(id) = &last_id {
-                req = req.header("last-event-id", id.as_str());
-            }
-            let resp = tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(15), req.send()) => r,
+            let path = format!("/v1/stream?{query}");
+            let opened = tokio::select! {
+                r = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    self.open(&client, port, &path, last_id.as_deref()),
+                ) => r,
                 _ = stop.changed() => return,
             };
-            match resp {
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    let ctype = resp
-                        .headers()
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    if status != reqwest::StatusCode::OK || !ctype.starts_with("text/event-stream")
-                    {
-                        let body = tokio::time::timeout(Duration::from_secs(2), resp.text())
+            match opened {
+                Ok(Ok(mut resp)) => {
+                    if resp.status != 200 || !resp.content_type.starts_with("text/event-stream") {
+                        let first = tokio::time::timeout(Duration::from_secs(2), resp.body.next())
                             .await
                             .ok()
+                            .flatten()
                             .and_then(|b| b.ok())
                             .unwrap_or_default();
-                        let body: String = body.chars().take(300).collect();
+                        let body: String =
+                            String::from_utf8_lossy(&first).chars().take(300).collect();
                         lock(&self.state).failed = Some(format!(
-                            "gateway :{port} answered {status} ({ctype}): {body}"
+                            "gateway :{port} answered {} ({}): {body}",
+                            resp.status, resp.content_type
                         ));
                         self.progress.notify_waiters();
                         return;
@@ -163,7 +160,7 @@ impl Reader {
                         s.entries.push(Entry::Connected);
                     }
                     let mut parser = Parser::new(last_id.clone());
-                    let ended = self.read(resp, &mut parser, stall, &mut stop).await;
+                    let ended = self.read(resp.body, &mut parser, stall, &mut stop).await;
                     last_id = parser.last_event_id.clone();
                     if let Some(ms) = parser.retry_ms {
                         retry = Duration::from_millis(ms);
@@ -185,15 +182,51 @@ impl Reader {
         }
     }
 
+    /// Opens a stream: through reqwest, or, for a reader with a small receive buffer, a bare
+    /// HTTP/1.1 request.
+    async fn open(
+        &self,
+        client: &reqwest::Client,
+        port: u16,
+        path: &str,
+        last_id: Option<&str>,
+    ) -> anyhow::Result<raw::Response> {
+        let mut headers = vec![
+            ("accept", "text/event-stream"),
+            ("cache-control", "no-cache"),
+        ];
+        if let Some(id) = last_id {
+            headers.push(("last-event-id", id));
+        }
+        if self.small_buffer {
+            return raw::get(port, path, &headers).await;
+        }
+        let mut req = client.get(format!("http://127.0.0.1:{port}{path}"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await?;
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok(raw::Response {
+            status: resp.status().as_u16(),
+            content_type,
+            body: Box::pin(resp.bytes_stream().map(|b| b.map_err(anyhow::Error::from))),
+        })
+    }
+
     /// Reads one stream to its end; true when the run is stopping.
     async fn read(
         &self,
-        resp: reqwest::Response,
+        mut body: raw::Body,
         parser: &mut Parser,
         stall: Duration,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let mut body = resp.bytes_stream();
         loop {
             let mut was_paused = false;
             while self.paused.load(Ordering::SeqCst) {
@@ -272,7 +305,14 @@ impl Reader {
                 s.entries.push(Entry::Gap { reason });
             }
             "busy" => s.busy += 1,
-            "mode" => s.mode_events += 1,
+            "mode" => {
+                s.mode_events += 1;
+                let mode = serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(String::from))
+                    .unwrap_or_default();
+                s.entries.push(Entry::Mode(mode));
+            }
             _ => {}
         }
     }

@@ -168,9 +168,16 @@ pub async fn publisher(
     }
 }
 
+/// When each committed event was written: its ObjectId's seconds, by channel and sequence.
+pub type WrittenAt = HashMap<(String, u64), u32>;
+
 /// What MongoDB holds: per channel, the sorted sequence numbers committed.
-pub async fn committed(client: &Client, db: &str) -> anyhow::Result<HashMap<String, Vec<u64>>> {
+pub async fn committed(
+    client: &Client,
+    db: &str,
+) -> anyhow::Result<(HashMap<String, Vec<u64>>, WrittenAt)> {
     let mut out: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut at = WrittenAt::new();
     let logs = client.database(db).collection::<Document>("logs");
     let mut cur = logs
         .find(doc! {"workspace_id": WORKSPACE})
@@ -191,6 +198,10 @@ pub async fn committed(client: &Client, db: &str) -> anyhow::Result<HashMap<Stri
     while let Some(d) = cur.try_next().await? {
         let seq = d.get_document("data").ok().and_then(|x| int(x.get("seq")));
         if let (Ok(ch), Some(seq)) = (d.get_str("channel"), seq) {
+            if let Ok(id) = d.get_object_id("_id") {
+                let secs = id.timestamp().timestamp_millis() / 1000;
+                at.insert((ch.to_string(), seq), secs as u32);
+            }
             out.entry(ch.to_string()).or_default().push(seq);
         }
     }
@@ -198,7 +209,7 @@ pub async fn committed(client: &Client, db: &str) -> anyhow::Result<HashMap<Stri
         v.sort_unstable();
         v.dedup();
     }
-    Ok(out)
+    Ok((out, at))
 }
 
 fn int(b: Option<&bson::Bson>) -> Option<u64> {
