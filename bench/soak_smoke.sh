@@ -26,7 +26,7 @@ for b in soak mongo-sse mongo-sim; do
 done
 
 if ! "$bin/soak" --duration 60 --readers 20 --gateways 3 --seed "${SEED:-1}" \
-  --rate 60 --publish-rate 4 --fault-every-ms 4000 --slow-pause-secs 30 \
+  --rate 60 --publish-rate 4 --fault-every-ms 4000 --slow-pause-secs 20 \
   --settle-secs 60 --gateway-uri-options '&retryReads=false' --out "$work"; then
   keep=1
   exit 1

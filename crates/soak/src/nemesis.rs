@@ -110,6 +110,7 @@ impl Nemesis {
 
     pub async fn run(self: Arc<Self>, mut rng: Rng, mut stop: watch::Receiver<bool>) {
         let mut enabled = self.enabled.clone();
+        let mut bag: Vec<Fault> = Vec::new();
         let every = self.every.as_millis() as u64;
         // Bounded by `stop`: each pass waits at least every/2 ms.
         while !enabled.is_empty() {
@@ -121,7 +122,15 @@ impl Nemesis {
             if *stop.borrow() {
                 break;
             }
-            let fault = enabled[rng.below(enabled.len() as u64) as usize];
+            // A shuffled bag: every enabled fault once per round, in a random order, so a
+            // short run still sees each of them.
+            if bag.is_empty() {
+                bag = enabled.clone();
+                for i in (1..bag.len()).rev() {
+                    bag.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+            }
+            let Some(fault) = bag.pop() else { break };
             let applied = self.apply(fault, &mut rng).await;
             if applied {
                 self.count(fault.name());
