@@ -288,7 +288,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut reader_tasks = Vec::new();
     for i in 0..args.readers {
         let channels = if i % 10 == 9 {
-            vec![format!("logs:{}", writer::WORKSPACE)]
+            vec![
+                format!("logs:{}", writer::WORKSPACE),
+                nemesis::BURST_CHANNEL.to_string(),
+            ]
         } else {
             let mut c = vec![writer::log_channel(i % args.channels)];
             let second = writer::log_channel((i * 7 + 3) % args.channels);
@@ -397,6 +400,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         counters: Mutex::default(),
         errors: Mutex::default(),
         oplog_unavailable: Mutex::default(),
+        burst_seq: Mutex::default(),
     });
     let (stop_nemesis, nemesis_stop) = watch::channel(false);
     let nemesis_task = tokio::spawn(Arc::clone(&nemesis).run(Rng::fork(seed, 1), nemesis_stop));

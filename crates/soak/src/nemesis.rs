@@ -90,7 +90,14 @@ pub struct Nemesis {
     pub errors: Mutex<Vec<String>>,
     /// Why the oplog-shrink fault could not run, when MongoDB refused the command.
     pub oplog_unavailable: Mutex<Option<String>>,
+    /// The next sequence number of the burst channel (see [`Nemesis::slow_reader`]).
+    pub burst_seq: Mutex<u64>,
 }
+
+/// The channel only slow-reader candidates subscribe to: while one is paused, the nemesis
+/// publishes large events there, so its gateway's queue overflows in seconds rather than after
+/// the kernel's socket buffers (megabytes on loopback) have filled.
+pub const BURST_CHANNEL: &str = "pub:soak:burst";
 
 impl Nemesis {
     fn record(&self, fault: &'static str, detail: String) {
@@ -344,6 +351,32 @@ impl Nemesis {
         true
     }
 
+    /// One 48 KiB event on the burst channel, through a gateway's `/v1/publish`.
+    async fn publish_burst_event(&self) -> bool {
+        let seq = {
+            let mut s = lock(&self.burst_seq);
+            *s += 1;
+            *s - 1
+        };
+        let body = serde_json::json!({
+            "channel": BURST_CHANNEL,
+            "data": {"seq": seq, "pad": "x".repeat(48 * 1024)},
+        });
+        let url = format!("{}/v1/publish", self.gateways[0].lock().await.url());
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                self.http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send(),
+            )
+            .await,
+            Ok(Ok(r)) if r.status().as_u16() == 202
+        )
+    }
+
     /// Slow-consumer closes counted by the gateways' metrics, summed.
     async fn slow_closes(&self) -> u64 {
         let mut total = 0;
@@ -393,8 +426,14 @@ impl Nemesis {
         r.pause();
         let deadline = t0 + self.slow_pause;
         let mut dropped = false;
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut burst = 0;
+        // Bounded by the deadline and by 400 events of 48 KiB (about 19 MiB).
+        while Instant::now() < deadline && burst < 400 {
+            for _ in 0..20 {
+                if self.publish_burst_event().await {
+                    burst += 1;
+                }
+            }
             if self.slow_closes().await > closes {
                 dropped = true;
                 break;
@@ -408,7 +447,7 @@ impl Nemesis {
         self.record(
             fault.name(),
             format!(
-                "reader {} stopped reading for {} ms: {} (connects before {connects})",
+                "reader {} stopped reading for {} ms, {burst} large events published meanwhile: {} (connects before {connects})",
                 r.id,
                 paused.as_millis(),
                 if dropped {
