@@ -520,7 +520,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
         for (ch, _) in targets(r) {
-            let res = check_channel(&s.entries, &ch, &committed[&ch], complete);
+            let unsure: std::collections::HashSet<u64> = lock(&stats.uncertain)
+                .iter()
+                .filter(|(c, _)| c == &ch)
+                .map(|(_, q)| *q)
+                .collect();
+            let res = check_channel(&s.entries, &ch, &committed[&ch], complete, &unsure);
             for (seq, next) in res.lost_examples.iter().zip(&res.lost_next_entry) {
                 // The connection the loss shows on, and the one before it.
                 let Some(next) = next else { continue };

@@ -39,6 +39,10 @@ pub struct WriteStats {
     pub insert_given_up: AtomicU64,
     pub published: AtomicU64,
     pub publish_failed: AtomicU64,
+    /// Publishes whose answer was not a 202: they may or may not have committed, and if they
+    /// did, later than the publishes after them (a gateway killed mid-request), so their
+    /// order is not checked.
+    pub uncertain: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 pub async fn client(uri: &str, app: &str) -> anyhow::Result<Client> {
@@ -163,6 +167,7 @@ pub async fn publisher(
             }
             _ => {
                 stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                crate::reader::lock(&stats.uncertain).insert((pub_channel(k), seqs[k] - 1));
             }
         }
     }
