@@ -190,9 +190,12 @@ pub async fn committed(
         .await?;
     while let Some(d) = cur.try_next().await? {
         if let (Ok(wf), Some(seq)) = (d.get_str("workflow_id"), int(d.get("seq"))) {
-            out.entry(format!("logs:{WORKSPACE}:{wf}"))
-                .or_default()
-                .push(seq);
+            let ch = format!("logs:{WORKSPACE}:{wf}");
+            if let Ok(id) = d.get_object_id("_id") {
+                let secs = id.timestamp().timestamp_millis() / 1000;
+                at.insert((ch.clone(), seq), secs as u32);
+            }
+            out.entry(ch).or_default().push(seq);
         }
     }
     let events = client.database(db).collection::<Document>("sse_events");
