@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A 60-second chaos soak of mongo-sse on mongo-sim (the debug binaries), as a smoke test of
 # the soak tool and of the gateway's delivery invariants under faults: 3 gateways, 20
-# EventSource-like readers, driver writers and /v1/publish, one fault every ~4 s (gateway
+# EventSource-like readers, driver writers and /v1/publish, one fault every ~2 s (gateway
 # SIGKILL/SIGTERM and restart, dropped MongoDB connections, resumable errors, a blocked
 # getMore, change streams unavailable and back, a slow reader). The soak exits non-zero on
 # any lost, duplicated or reordered event, a failed reader, a hang or a panic. SEED picks
@@ -26,7 +26,7 @@ for b in soak mongo-sse mongo-sim; do
 done
 
 if ! "$bin/soak" --duration 60 --readers 20 --gateways 3 --seed "${SEED:-1}" \
-  --rate 60 --publish-rate 4 --fault-every-ms 4000 --slow-pause-secs 20 \
+  --rate 60 --publish-rate 4 --fault-every-ms 2000 --slow-pause-secs 20 \
   --settle-secs 60 --gateway-uri-options '&retryReads=false' --out "$work"; then
   keep=1
   exit 1
@@ -37,7 +37,10 @@ s = json.load(open(sys.argv[1]))
 assert s["violations"] == 0, s
 assert s["deliveries"] > 0 and s["committed"] > 1000, s
 faults = s["faults"]
-assert sum(faults.values()) >= 5, faults
+# The core faults, each drawn once per round of the shuffled bag, all fit in 60 s.
+for f in ["sigkill_restart", "sigterm_restart", "close_connections",
+          "change_streams_unavailable", "slow_reader"]:
+    assert faults.get(f, 0) >= 1, (f, faults)
 print(f"soak smoke: {s['committed']} events committed, {s['deliveries']} deliveries to "
       f"{s['readers']} readers, faults {faults}, nothing lost, duplicated or reordered")
 if s["oplog_shrink_unavailable"]:
