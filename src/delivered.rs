@@ -19,7 +19,7 @@
 //! ObjectId `_id` are kept (the poller skips the others), and nothing is kept unless polling
 //! can take over ([`Delivered::track`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +42,11 @@ pub struct Delivered {
     late: VecDeque<(Arc<str>, Position)>,
     /// The newest late delivery dropped from a full `late` log.
     late_forgotten: Option<Position>,
-    /// Delivered by the source before the last switch (its window at that moment).
-    before_switch: HashSet<Arc<str>>,
+    /// Delivered by the source before the last switch (its window at that moment), including
+    /// what earlier segments delivered that was still inside the window at the switch: a
+    /// poller that takes over after a change stream, polling, change stream within one
+    /// window re-reads what the first of them delivered.
+    before_switch: BTreeSet<(ObjectId, Arc<str>)>,
     /// Where the current segment began, if it began with a source switch.
     switched_at: Option<Position>,
 }
@@ -96,16 +99,23 @@ impl Delivered {
         }
     }
 
-    /// Forgets what is older than the window before `head` (its cursor's time when polling,
-    /// its cluster time on a change stream); late deliveries move to the late log.
-    pub fn forget_before(&mut self, head: &Position) {
-        let Some(window) = self.window else { return };
+    /// The oldest `_id` inside the window before `head` (its cursor's time when polling, its
+    /// cluster time on a change stream).
+    fn window_low(&self, head: &Position) -> Option<ObjectId> {
+        let window = self.window?;
         let secs = match head.polling() {
             Some(cursor) => cursor.high().map(|h| oid_secs(&h)),
             None => head.cluster_time().map(|t| t.time),
+        }?;
+        Some(window_start(secs, window))
+    }
+
+    /// Forgets what is older than the window before `head` (its cursor's time when polling,
+    /// its cluster time on a change stream); late deliveries move to the late log.
+    pub fn forget_before(&mut self, head: &Position) {
+        let Some(low) = self.window_low(head) else {
+            return;
         };
-        let Some(secs) = secs else { return };
-        let low = window_start(secs, window);
         while let Some(entry) = self.recent.first_entry() {
             if entry.key().0 >= low {
                 break;
@@ -125,10 +135,15 @@ impl Delivered {
     /// The source switched kind and continues at `start`: what it delivered so far belongs to
     /// the previous segment.
     pub fn switched(&mut self, start: Position) {
-        self.before_switch = std::mem::take(&mut self.recent)
-            .into_keys()
-            .map(|(_, k)| k)
-            .collect();
+        // What earlier segments delivered stays remembered while it is inside the window at
+        // `start`: a switch and a switch back within one window must not forget it.
+        let earlier = std::mem::take(&mut self.before_switch);
+        let mut before = match self.window_low(&start) {
+            Some(low) => earlier.into_iter().filter(|(id, _)| *id >= low).collect(),
+            None => BTreeSet::new(),
+        };
+        before.extend(std::mem::take(&mut self.recent).into_keys());
+        self.before_switch = before;
         self.late.clear();
         self.late_forgotten = None;
         self.switched_at = Some(start);
@@ -140,7 +155,7 @@ impl Delivered {
             .keys()
             .map(|(_, k)| Arc::clone(k))
             .chain(self.late.iter().map(|(k, _)| Arc::clone(k)))
-            .chain(self.before_switch.iter().cloned())
+            .chain(self.before_switch.iter().map(|(_, k)| Arc::clone(k)))
             .collect()
     }
 
@@ -156,7 +171,11 @@ impl Delivered {
                         .map(|((_, k), p)| (Arc::clone(k), p.clone())),
                 )
                 .collect(),
-            before_switch: self.before_switch.clone(),
+            before_switch: self
+                .before_switch
+                .iter()
+                .map(|(_, k)| Arc::clone(k))
+                .collect(),
             switched_at: self.switched_at.clone(),
             late_forgotten: self.late_forgotten.clone(),
         }
@@ -249,6 +268,23 @@ mod tests {
         assert_eq!(snap.before_switch.len(), 3);
         assert_eq!(snap.switched_at, Some(start));
         assert_eq!(d.keys().len(), 3);
+    }
+
+    #[test]
+    fn what_earlier_segments_delivered_survives_switches_within_the_window() {
+        let mut d = Delivered::default();
+        d.track(Duration::from_secs(10));
+        let at = |secs| Position::Polling(PollCursor::new(1, Some(oid(secs, 0)), 0));
+        d.record(&ev(100, 1, (100, 1), 0));
+        d.switched(at(101));
+        d.record(&ev(102, 1, (102, 1), 0));
+        d.switched(at(103));
+        // The first segment's delivery is still inside the window at the second switch.
+        assert_eq!(d.keys().len(), 2);
+        assert_eq!(d.snapshot().before_switch.len(), 2);
+        // Outside it at a later switch: forgotten, as the poller no longer reads it.
+        d.switched(at(150));
+        assert!(d.keys().is_empty());
     }
 
     #[test]

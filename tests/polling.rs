@@ -760,6 +760,52 @@ async fn auto_mode_switches_both_ways_mid_stream_losing_nothing() {
     gw.shutdown().await;
 }
 
+/// Found by the chaos soak (`crates/soak`, seed 21 with only the change-streams-unavailable
+/// fault): change stream, polling, change stream, polling again, all within one overlap
+/// window. The last poller starts from what the gateway remembers as delivered — what the
+/// change stream just sent and what the previous poller sent — and re-read the documents the
+/// *first* change stream had delivered, which were still inside its window: every connected
+/// client got them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switching_back_and_forth_within_one_window_repeats_nothing() {
+    let mongo = Mongo::start("poll_flipflop").await;
+    let app = unique_name("gwff");
+    let gw = start_gateway_named(&mongo, &app, &vars(&[])).await;
+    let base = base_url(&gw);
+    assert_eq!(gw.hub.mode(), Some(Mode::ChangeStream));
+    let mut sse = Sse::subscribe(&base, &["logs:w1"], None).await;
+    let writer = Writer::spawn(mongo.logs(), Duration::from_millis(15));
+    let mut got = data(&mut sse, 10).await;
+    for (i, to_polling) in [true, false, true].into_iter().enumerate() {
+        if to_polling {
+            unauthorized(&mongo, &app, &["getMore", "aggregate"]).await;
+        } else {
+            fail_point_off(&mongo).await;
+        }
+        let (evs, mode) = until_mode(&mut sse).await;
+        got.extend(evs);
+        let want = if to_polling {
+            polling_json()
+        } else {
+            json!({"mode": "change_stream"})
+        };
+        assert_eq!(json_of(&mode), want, "switch {i}");
+        got.extend(data(&mut sse, 10).await);
+    }
+    let written = writer.stop().await;
+    let rest = data(&mut sse, (written as usize).saturating_sub(got.len())).await;
+    got.extend(rest);
+    assert_eq!(
+        seqs(&got),
+        (0..written).collect::<Vec<_>>(),
+        "lost or repeated across three switches within one window"
+    );
+    sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+        .await;
+    fail_point_off(&mongo).await;
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cross_mode_resume_is_exact_from_memory_and_a_gap_beyond() {
     let mongo = Mongo::start("poll_cross").await;

@@ -10,6 +10,7 @@ mod bad_input;
 mod binary;
 mod budgets;
 mod descriptors;
+mod dropped_connections;
 mod exactly_once;
 mod half_close;
 mod hardening;

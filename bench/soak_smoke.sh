@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A 60-second chaos soak of mongo-sse on mongo-sim (the debug binaries), as a smoke test of
+# the soak tool and of the gateway's delivery invariants under faults: 3 gateways, 20
+# EventSource-like readers, driver writers and /v1/publish, one fault every ~2 s (gateway
+# SIGKILL/SIGTERM and restart, dropped MongoDB connections, resumable errors, a blocked
+# getMore, change streams unavailable and back, a slow reader). The soak exits non-zero on
+# any lost, duplicated or reordered event, a failed reader, a hang or a panic. SEED picks
+# the fault schedule (default 1); the output directory is kept when the run fails.
+#
+# The gateways run with retryReads=false in their MONGODB_URI: with the driver's retryable
+# reads, a dropped resume aggregate restarts the change stream at "now" and loses events
+# silently (tests/gateway/dropped_connections.rs, ignored until src/gateway.rs gives the live
+# change stream a client without retryable reads). Drop the option once that is fixed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=target/debug
+work=$(mktemp -d)
+keep=0
+cleanup() {
+  if [ "$keep" = 0 ]; then rm -rf "$work"; else echo "soak smoke: logs kept in $work" >&2; fi
+}
+trap cleanup EXIT
+
+for b in soak mongo-sse mongo-sim; do
+  [ -x "$bin/$b" ] || { echo "soak smoke: $bin/$b missing (cargo build -p soak --bin soak -p mongo-sse --bin mongo-sse -p mongo-sim --bin mongo-sim)" >&2; exit 1; }
+done
+
+if ! "$bin/soak" --duration 60 --readers 20 --gateways 3 --seed "${SEED:-1}" \
+  --rate 60 --publish-rate 4 --fault-every-ms 2000 --slow-pause-secs 20 \
+  --settle-secs 60 --gateway-uri-options '&retryReads=false' --out "$work"; then
+  keep=1
+  exit 1
+fi
+python3 - "$work/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["violations"] == 0, s
+assert s["deliveries"] > 0 and s["committed"] > 1000, s
+faults = s["faults"]
+# The core faults, each drawn once per round of the shuffled bag, all fit in 60 s.
+for f in ["sigkill_restart", "sigterm_restart", "close_connections",
+          "change_streams_unavailable", "slow_reader"]:
+    assert faults.get(f, 0) >= 1, (f, faults)
+print(f"soak smoke: {s['committed']} events committed, {s['deliveries']} deliveries to "
+      f"{s['readers']} readers, faults {faults}, nothing lost, duplicated or reordered")
+if s["oplog_shrink_unavailable"]:
+    print(f"soak smoke: oplog-shrink fault unavailable: {s['oplog_shrink_unavailable'][:120]}")
+PY

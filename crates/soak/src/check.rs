@@ -1,0 +1,234 @@
+//! The checker: what one reader received on one channel against what the writers committed.
+//!
+//! Invariant 1 (DESIGN.md): per connection, across reconnects, commit order, no duplicates, no
+//! gaps. Invariant 2: when an exact resume is impossible the client is told with a `gap` event
+//! before anything else. So, per reader and channel, from the reader's first event on that
+//! channel up to the last committed one:
+//! - a committed event never received is **lost**, unless a `gap` arrived between the events
+//!   received either side of it: then it is **excused** and counted under the gap's reason;
+//! - an event received twice is **duplicated**;
+//! - an event received after a later one is **out of order**;
+//! - a `gap` that is not the first thing its connection delivered is a **late gap**.
+//!
+//! Writers own their channels and insert one document at a time, so on one channel commit
+//! order is sequence order: "committed" is the sorted list of sequence numbers found in
+//! MongoDB after the run (the truth, whatever the writers believed about failed requests).
+
+use std::collections::{BTreeMap, HashSet};
+
+/// What a reader's stream delivered, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A new connection got its 200 response.
+    Connected,
+    /// A data event on `channel` carrying sequence number `seq`.
+    Event { channel: String, seq: u64 },
+    /// A `gap` event.
+    Gap { reason: String },
+    /// A `mode` event (`polling` or `change_stream`): not checked, kept to explain.
+    Mode(String),
+}
+
+/// The verdict for one reader on one channel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChannelResult {
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    /// Missing events excused by a `gap`, per reason.
+    pub excused: BTreeMap<String, u64>,
+    /// Committed events on a channel the reader subscribed to, of which it received none.
+    pub silent: bool,
+    /// Up to a few examples of lost sequence numbers, for the report.
+    pub lost_examples: Vec<u64>,
+    /// For each example, the index in the entries of the event received right after it (where
+    /// the loss shows), if any.
+    pub lost_next_entry: Vec<Option<usize>>,
+    /// Up to a few duplicated sequence numbers, each with the index of its second arrival.
+    pub dup_examples: Vec<(u64, usize)>,
+}
+
+impl ChannelResult {
+    pub fn violations(&self) -> u64 {
+        self.lost + self.duplicated + self.out_of_order + u64::from(self.silent)
+    }
+}
+
+/// Gaps that were not the first event of their connection.
+pub fn late_gaps(entries: &[Entry]) -> u64 {
+    let mut late = 0;
+    let mut data_since_connect = false;
+    for e in entries {
+        match e {
+            Entry::Connected => data_since_connect = false,
+            Entry::Event { .. } => data_since_connect = true,
+            Entry::Gap { .. } if data_since_connect => late += 1,
+            Entry::Gap { .. } | Entry::Mode(_) => {}
+        }
+    }
+    late
+}
+
+/// Checks one channel. `committed` is sorted; `complete` says the reader was alive to the end
+/// (a reader that gave up is judged up to its last event only).
+pub fn check_channel(
+    entries: &[Entry],
+    channel: &str,
+    committed: &[u64],
+    complete: bool,
+    uncertain: &HashSet<u64>,
+) -> ChannelResult {
+    let mut r = ChannelResult::default();
+    // The received sequence of this channel, each with the gap reasons seen since the
+    // previous event of the channel.
+    let mut got: Vec<(u64, Vec<String>)> = Vec::new();
+    let mut at: Vec<usize> = Vec::new();
+    let mut pending_gaps: Vec<String> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        match e {
+            Entry::Gap { reason } => pending_gaps.push(reason.clone()),
+            Entry::Event { channel: c, seq } if c == channel => {
+                got.push((*seq, std::mem::take(&mut pending_gaps)));
+                at.push(i);
+            }
+            _ => {}
+        }
+    }
+    r.received = got.len() as u64;
+    let Some(&(first, _)) = got.first() else {
+        r.silent = complete && !committed.is_empty();
+        return r;
+    };
+    let mut seen = HashSet::new();
+    let mut max_so_far: Option<u64> = None;
+    for (k, (seq, _)) in got.iter().enumerate() {
+        if !seen.insert(*seq) {
+            r.duplicated += 1;
+            if r.dup_examples.len() < 5 {
+                r.dup_examples.push((*seq, at[k]));
+            }
+        } else if uncertain.contains(seq) {
+            // A write whose outcome its writer never learnt may commit after later ones.
+            continue;
+        } else if max_so_far.is_some_and(|m| *seq < m) {
+            r.out_of_order += 1;
+        }
+        max_so_far = Some(max_so_far.map_or(*seq, |m| m.max(*seq)));
+    }
+    // Which committed events each gap excuses: those strictly between the events received
+    // either side of it.
+    let mut excused_ranges: Vec<(u64, u64, String)> = Vec::new();
+    for w in got.windows(2) {
+        let (before, _) = &w[0];
+        let (after, gaps) = &w[1];
+        if let Some(reason) = gaps.first() {
+            excused_ranges.push((*before, *after, reason.clone()));
+        }
+    }
+    let last = if complete {
+        committed.last().copied().unwrap_or(first)
+    } else {
+        max_so_far.unwrap_or(first)
+    };
+    for &seq in committed.iter().filter(|s| **s >= first && **s <= last) {
+        if seen.contains(&seq) {
+            continue;
+        }
+        match excused_ranges
+            .iter()
+            .find(|(lo, hi, _)| *lo < seq && seq < *hi)
+        {
+            Some((_, _, reason)) => *r.excused.entry(reason.clone()).or_default() += 1,
+            None => {
+                r.lost += 1;
+                if r.lost_examples.len() < 5 {
+                    r.lost_examples.push(seq);
+                    let next = got.iter().position(|(s, _)| *s > seq).map(|k| at[k]);
+                    r.lost_next_entry.push(next);
+                }
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64) -> Entry {
+        Entry::Event {
+            channel: "c".into(),
+            seq,
+        }
+    }
+    fn gap(reason: &str) -> Entry {
+        Entry::Gap {
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn exact_delivery_across_a_reconnect_is_clean() {
+        let e = vec![
+            Entry::Connected,
+            ev(3),
+            ev(4),
+            Entry::Connected,
+            ev(5),
+            ev(6),
+        ];
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5, 6], true, &HashSet::new());
+        assert_eq!(r.violations(), 0, "{r:?}");
+        assert_eq!(r.received, 4);
+        // Other channels' events and channels are not mixed up.
+        let r = check_channel(&e, "other", &[], true, &HashSet::new());
+        assert_eq!(r.violations(), 0);
+    }
+
+    #[test]
+    fn lost_duplicated_and_reordered_are_counted() {
+        let e = vec![Entry::Connected, ev(0), ev(2), ev(2), ev(1), ev(4)];
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], true, &HashSet::new());
+        assert_eq!(r.duplicated, 1);
+        // A write of unknown outcome that committed late is not out of order.
+        let late = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], true, &HashSet::from([1]));
+        assert_eq!(late.out_of_order, 0);
+        assert_eq!(r.out_of_order, 1);
+        // 3 was never received, nor the tail 5.
+        assert_eq!(r.lost, 2);
+        assert_eq!(r.lost_examples, vec![3, 5]);
+        // A reader that gave up is judged up to its last event.
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], false, &HashSet::new());
+        assert_eq!(r.lost, 1);
+    }
+
+    #[test]
+    fn a_gap_excuses_what_lies_before_its_resume_point_only() {
+        let e = vec![
+            Entry::Connected,
+            ev(0),
+            ev(1),
+            Entry::Connected,
+            gap("history_lost"),
+            ev(5),
+            ev(7),
+        ];
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5, 6, 7], true, &HashSet::new());
+        assert_eq!(r.excused.get("history_lost"), Some(&3));
+        // 6 was lost after the resume point: no gap excuses it.
+        assert_eq!(r.lost, 1);
+        assert_eq!(r.lost_examples, vec![6]);
+        assert_eq!(late_gaps(&e), 0);
+    }
+
+    #[test]
+    fn a_gap_after_data_on_its_connection_is_late_and_silence_is_loss() {
+        let e = vec![Entry::Connected, ev(0), gap("mode_changed"), ev(1)];
+        assert_eq!(late_gaps(&e), 1);
+        let r = check_channel(&[Entry::Connected], "c", &[0, 1], true, &HashSet::new());
+        assert!(r.silent);
+        assert_eq!(r.violations(), 1);
+    }
+}
