@@ -6,11 +6,7 @@
 # getMore, change streams unavailable and back, a slow reader). The soak exits non-zero on
 # any lost, duplicated or reordered event, a failed reader, a hang or a panic. SEED picks
 # the fault schedule (default 1); the output directory is kept when the run fails.
-#
-# The gateways run with retryReads=false in their MONGODB_URI: with the driver's retryable
-# reads, a dropped resume aggregate restarts the change stream at "now" and loses events
-# silently (tests/gateway/dropped_connections.rs, ignored until src/gateway.rs gives the live
-# change stream a client without retryable reads). Drop the option once that is fixed.
+
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/debug
@@ -27,7 +23,7 @@ done
 
 if ! "$bin/soak" --duration 60 --readers 20 --gateways 3 --seed "${SEED:-1}" \
   --rate 60 --publish-rate 4 --fault-every-ms 2000 --slow-pause-secs 20 \
-  --settle-secs 60 --gateway-uri-options '&retryReads=false' --out "$work"; then
+  --settle-secs 60 --out "$work"; then
   keep=1
   exit 1
 fi

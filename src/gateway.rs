@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use mongodb::options::ClientOptions;
 use mongodb::Client;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -43,8 +44,16 @@ impl Gateway {
     /// Connects (lazily: MongoDB may come up later), starts the source and serves HTTP. Must
     /// run inside a multi-threaded tokio runtime, which then owns all MongoDB I/O.
     pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
-        let client = Client::with_uri_str(&config.mongodb_uri)
+        let mut options = ClientOptions::parse(&config.mongodb_uri)
             .await
+            .with_context(|| format!("invalid MONGODB_URI {}", config.redacted_uri()))?;
+        // Every read here already resumes from a position of its own (the supervisor reopens
+        // the change stream, a poll runs again, a catch-up or backlog ends and the client
+        // resumes). The driver's own retry of a change stream's resume `aggregate` forgets the
+        // resume token (mongodb 3.9) and restarts at "now", skipping events silently: a
+        // failed read must reach our code instead. Overrides `retryReads` in the URI.
+        options.retry_reads = Some(false);
+        let client = Client::with_options(options)
             .with_context(|| format!("invalid MONGODB_URI {}", config.redacted_uri()))?;
         let db = client.database(&config.mongodb_db);
         // Before the gate reads the limits: an unset SSE_MAX_CONNECTIONS becomes what the

@@ -76,19 +76,16 @@ async fn lossless_through_dropped_connections(
 /// own last token, and no `gap` is sent. On a real replica set this is a failover (the
 /// primary's connections drop under the getMore and under the resume).
 ///
-/// The fix belongs where the gateway builds its client (`src/gateway.rs`, being restructured):
-/// `retry_reads: Some(false)` for the client of the live change stream (or a dedicated client
-/// for it), so that a failed resume reaches the supervisor, which reopens from the token it
-/// tracks. `retryReads=false` in `MONGODB_URI` is the operator's workaround meanwhile (the test
-/// below). Report upstream to the Rust driver as well.
+/// The gateway's client therefore never retries reads (`src/gateway.rs`): a failed resume
+/// reaches the supervisor, which reopens from the token it tracks. This test failed reliably
+/// before that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: the driver's retried resume aggregate drops resumeAfter and restarts at now (fix in src/gateway.rs: retry_reads=false for the live change stream's client)"]
 async fn dropped_getmore_and_resume_aggregate_lose_nothing() {
     lossless_through_dropped_connections("dropped_gm_agg", &["getMore", "aggregate"], 2, "").await;
 }
 
-/// The workaround: without retryable reads the failed resume reaches the gateway, which reopens
-/// from its own last token — nothing lost.
+/// `retryReads=false` in the URI, which operators were told to set before the gateway set it
+/// itself, still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_retryable_reads_dropped_resumes_lose_nothing() {
     lossless_through_dropped_connections(
