@@ -23,6 +23,8 @@ pub struct State {
     pub clock: Clock,
     pub cursors: Cursors,
     pub failpoints: FailPoints,
+    /// A standalone server has no oplog to show (`local.oplog.rs` does not exist).
+    pub standalone: bool,
 }
 
 impl State {
@@ -35,6 +37,7 @@ impl State {
             clock,
             cursors: Cursors::default(),
             failpoints: FailPoints::default(),
+            standalone: false,
         }
     }
 
@@ -151,11 +154,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        state: State,
+        mut state: State,
         standalone: bool,
         host: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        state.standalone = standalone;
         let (head, _) = watch::channel(state.oplog.head_seq());
         Shared {
             state: Mutex::new(state),

@@ -265,6 +265,9 @@ fn not_found(db: &str, coll: &str) -> CommandError {
 pub fn coll_stats(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "collStats")?;
     let scale = scale_arg(body)?;
+    if db == "local" && coll == "oplog.rs" {
+        return oplog_stats(shared, scale);
+    }
     let st = shared.lock();
     let c = st.collection(db, coll).ok_or_else(|| not_found(db, coll))?;
     let (n, b) = sizes(c);
@@ -372,4 +375,165 @@ pub fn list_commands(names: &[&str]) -> Document {
         })
         .collect();
     doc! {"commands": commands}
+}
+
+/// The generic arguments every command accepts beside its own fields (MongoDB's
+/// `generic_argument.idl`), for the commands whose parser is strict.
+fn is_generic_argument(key: &str) -> bool {
+    key.starts_with('$')
+        || matches!(
+            key,
+            "lsid"
+                | "txnNumber"
+                | "autocommit"
+                | "startTransaction"
+                | "stmtId"
+                | "comment"
+                | "maxTimeMS"
+                | "readConcern"
+                | "writeConcern"
+                | "apiVersion"
+                | "apiStrict"
+                | "apiDeprecationErrors"
+        )
+}
+
+/// A `safeDouble` field: any number, as a double; anything else is 14 TypeMismatch.
+fn number_field(body: &Document, cmd: &str, key: &str) -> CommandResult<Option<f64>> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Bson::Double(d)) => Ok(Some(*d)),
+        Some(Bson::Int32(i)) => Ok(Some(*i as f64)),
+        Some(Bson::Int64(i)) => Ok(Some(*i as f64)),
+        Some(Bson::Decimal128(d)) => d
+            .to_string()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| CommandError::bad_value(format!("BSON field '{cmd}.{key}' is not a number"))),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{cmd}.{key}' is the wrong type '{}', expected types '[long, int, decimal, double]'",
+            type_alias(other)
+        ))),
+    }
+}
+
+fn type_alias(v: &Bson) -> &'static str {
+    match v {
+        Bson::String(_) => "string",
+        Bson::Boolean(_) => "bool",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Null => "null",
+        Bson::ObjectId(_) => "objectId",
+        Bson::DateTime(_) => "date",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Binary(_) => "binData",
+        _ => "unknown",
+    }
+}
+
+/// An IDL validator failure (`gte`/`lte`), which MongoDB 7.0 answers with code 51024.
+fn out_of_range(key: &str, rule: &str, actual: f64) -> CommandError {
+    CommandError::new(
+        51024,
+        format!("BSON field '{key}' value must be {rule}, actual value '{actual}'"),
+    )
+}
+
+/// `replSetResizeOplog: 1, size: <MB>, minRetentionHours: <h>`, as MongoDB 7.0 parses it
+/// (`size` 990 MB to 1 PB, `minRetentionHours` >= 0, both optional; unknown fields 40415),
+/// plus one mongo-sim extension, `simMaxEvents: <n >= 1>`, which caps the number of entries
+/// (what `--oplog-max-events` sets at start), because a sim's oplog never reaches 990 MB.
+/// Truncation happens before the reply, oldest entries first, down to the new limits, keeping
+/// entries younger than `minRetentionHours` and always the newest entry.
+pub fn repl_set_resize_oplog(
+    shared: &Shared,
+    body: &Document,
+    db: &str,
+) -> CommandResult<Document> {
+    const CMD: &str = "replSetResizeOplog";
+    admin_only(db, CMD)?;
+    if shared.standalone {
+        return Err(CommandError::new(
+            codes::NAMESPACE_NOT_FOUND,
+            "oplog does not exist",
+        ));
+    }
+    for key in body.keys().skip(1) {
+        if !matches!(key.as_str(), "size" | "minRetentionHours" | "simMaxEvents")
+            && !is_generic_argument(key)
+        {
+            return Err(CommandError::new(
+                codes::LOCATION_40415,
+                format!("BSON field '{CMD}.{key}' is an unknown field."),
+            ));
+        }
+    }
+    let size = number_field(body, CMD, "size")?;
+    if let Some(mb) = size {
+        // NaN fails both comparisons, as in MongoDB's generated validators.
+        if mb.is_nan() || mb < crate::oplog::MIN_SIZE_MB {
+            return Err(out_of_range("size", ">= 990", mb));
+        }
+        if mb > crate::oplog::MAX_SIZE_MB {
+            return Err(out_of_range("size", "<= 1073741824", mb));
+        }
+    }
+    let hours = number_field(body, CMD, "minRetentionHours")?;
+    if let Some(h) = hours {
+        if h.is_nan() || h < 0.0 {
+            return Err(out_of_range("minRetentionHours", ">= 0", h));
+        }
+    }
+    let max_events = match body.get("simMaxEvents") {
+        None => None,
+        Some(_) => match int_arg(body, "simMaxEvents")? {
+            Some(n) if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            other => {
+                return Err(out_of_range(
+                    "simMaxEvents",
+                    ">= 1",
+                    other.unwrap_or(0) as f64,
+                ))
+            }
+        },
+    };
+    let bytes = size.map(|mb| (mb * 1024.0 * 1024.0) as u64);
+    let mut st = shared.lock();
+    let before = st.oplog.first().seq;
+    st.oplog.resize(bytes, hours, max_events);
+    tracing::info!(
+        size = st.oplog.max_bytes(),
+        min_retention_hours = st.oplog.min_retention_hours(),
+        max_events = st.oplog.max_events(),
+        truncated = st.oplog.first().seq - before,
+        "replSetResizeOplog success"
+    );
+    Ok(Document::new())
+}
+
+/// `collStats` of `local.oplog.rs`: a capped collection of the retained entries.
+pub fn oplog_stats(shared: &Shared, scale: i64) -> CommandResult<Document> {
+    if shared.standalone {
+        return Err(not_found("local", "oplog.rs"));
+    }
+    let st = shared.lock();
+    let (n, b) = (st.oplog.len() as i64, st.oplog.bytes() as i64);
+    Ok(doc! {
+        "ns": "local.oplog.rs",
+        "size": b / scale,
+        "count": n,
+        "avgObjSize": if n > 0 { b / n } else { 0 },
+        "storageSize": b / scale,
+        "freeStorageSize": 0i64,
+        "capped": true,
+        "max": st.oplog.max_events() as i64,
+        "maxSize": st.oplog.max_bytes() as i64 / scale,
+        "nindexes": 0,
+        "indexBuilds": [],
+        "totalIndexSize": 0i64,
+        "totalSize": b / scale,
+        "indexSizes": {},
+        "scaleFactor": scale,
+    })
 }

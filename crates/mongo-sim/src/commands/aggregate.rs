@@ -192,10 +192,13 @@ fn plain(
 ) -> CommandResult<Document> {
     let pipeline = Pipeline::parse(stages)?;
     let mut st = shared.lock();
-    let docs: Vec<Document> = st
-        .collection(db, coll)
-        .map(|c| c.iter().map(|(_, d)| d.clone()).collect())
-        .unwrap_or_default();
+    let docs: Vec<Document> = if db == "local" && coll == "oplog.rs" {
+        super::crud::oplog_documents(&st)
+    } else {
+        st.collection(db, coll)
+            .map(|c| c.iter().map(|(_, d)| d.clone()).collect())
+            .unwrap_or_default()
+    };
     let mut rest: VecDeque<Document> = pipeline.run(docs)?.into();
     let n = size.unwrap_or(DEFAULT_FIRST_BATCH);
     let first: Vec<Document> = rest.drain(..n.min(rest.len())).collect();

@@ -172,9 +172,17 @@ fn query(
     skip: usize,
     limit: Option<usize>,
 ) -> CommandResult<Vec<Document>> {
-    let Some(c) = st.collection(db, coll) else {
-        return Ok(Vec::new());
-    };
+    let oplog;
+    let source: Box<dyn DoubleEndedIterator<Item = &Document>> =
+        if db == "local" && coll == "oplog.rs" {
+            oplog = oplog_documents(st);
+            Box::new(oplog.iter())
+        } else {
+            let Some(c) = st.collection(db, coll) else {
+                return Ok(Vec::new());
+            };
+            Box::new(c.iter().map(|(_, d)| d))
+        };
     let natural = sort.and_then(|s| s.get("$natural")).map(|v| {
         v.as_f64().unwrap_or(1.0) < 0.0 || v.as_i32() == Some(-1) || v.as_i64() == Some(-1)
     });
@@ -189,12 +197,12 @@ fn query(
     } else {
         None
     };
-    let iter: Box<dyn Iterator<Item = (u64, &Document)>> = if natural == Some(true) {
-        Box::new(c.iter().rev())
+    let iter: Box<dyn Iterator<Item = &Document>> = if natural == Some(true) {
+        Box::new(source.rev())
     } else {
-        Box::new(c.iter())
+        source
     };
-    for (_, d) in iter {
+    for d in iter {
         if filter.matches(d) {
             out.push(d.clone());
             if enough.is_some_and(|e| out.len() >= e) {
@@ -258,16 +266,7 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
     let ns = format!("{db}.{coll}");
 
     let mut st = shared.lock();
-    let docs = if db == "local" && coll == "oplog.rs" {
-        // A standalone mongod keeps no oplog: the collection does not exist.
-        if shared.standalone {
-            Vec::new()
-        } else {
-            oplog_find(&st, sort.as_ref(), limit)
-        }
-    } else {
-        query(&st, db, coll, &filter, sort.as_ref(), skip as usize, limit)?
-    };
+    let docs = query(&st, db, coll, &filter, sort.as_ref(), skip as usize, limit)?;
     let docs: VecDeque<Document> = match &projection {
         Some(p) => docs.iter().map(|d| p.apply(d)).collect(),
         None => docs.into(),
@@ -309,22 +308,17 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
     Ok(cursor_reply(id, &ns, first, true, None))
 }
 
-/// `local.oplog.rs` answers the queries oplog-window tooling makes: newest or oldest entry.
-fn oplog_find(st: &State, sort: Option<&Document>, limit: Option<usize>) -> Vec<Document> {
-    let reverse = sort
-        .and_then(|s| s.get("$natural"))
-        .map(|v| {
-            v.as_i32() == Some(-1) || v.as_i64() == Some(-1) || v.as_f64().is_some_and(|f| f < 0.0)
-        })
-        .unwrap_or(false);
-    let limit = limit.unwrap_or(usize::MAX);
-    let entries = st.oplog.from_seq(0);
-    if reverse {
-        let all: Vec<Document> = entries.map(|e| e.to_oplog_document()).collect();
-        all.into_iter().rev().take(limit).collect()
-    } else {
-        entries.take(limit).map(|e| e.to_oplog_document()).collect()
+/// `local.oplog.rs` as a collection, oldest entry first, for tools that read the oplog window
+/// (`find` with filters, sort, `$natural`; `aggregate`). A standalone `mongod` keeps no oplog:
+/// the collection does not exist there.
+pub(crate) fn oplog_documents(st: &State) -> Vec<Document> {
+    if st.standalone {
+        return Vec::new();
     }
+    st.oplog
+        .from_seq(0)
+        .map(|e| e.to_oplog_document())
+        .collect()
 }
 
 pub async fn get_more(shared: &Arc<Shared>, body: &Document, db: &str) -> CommandResult<Document> {
