@@ -1071,6 +1071,12 @@ async fn aggregate_match_sort_skip_limit_project_count() {
         .await
         .unwrap_err();
     assert_eq!(command_error(&err), (40324, "Location40324".into()));
+    // A change-stream-only stage in a plain pipeline is known, but not allowed there.
+    let err = coll
+        .aggregate([doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err), (20, "IllegalOperation".into()));
     env.cleanup().await;
 }
 

@@ -170,3 +170,9 @@ def test_resize_oplog_shrink_loses_history():
     finally:
         c.close()
         sim.stop()
+
+
+def test_split_large_event_outside_a_change_stream_is_illegal_operation(client):
+    with pytest.raises(OperationFailure) as e:
+        list(client.fid_split_plain.c.aggregate([{"$changeStreamSplitLargeEvent": {}}]))
+    assert e.value.code == 20
