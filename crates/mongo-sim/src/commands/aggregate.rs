@@ -78,7 +78,7 @@ pub fn aggregate(shared: &Shared, body: &Document, db: &str) -> CommandResult<Do
                     "{aggregate: 1} is not valid for '$match' or any other stage mongo-sim supports",
                 )
             })?;
-            plain(shared, db, &coll, &stages, size)
+            plain(shared, body, db, &coll, &stages, size)
         }
     }
 }
@@ -185,19 +185,22 @@ fn change_stream(
 
 fn plain(
     shared: &Shared,
+    body: &Document,
     db: &str,
     coll: &str,
     stages: &[Document],
     size: Option<usize>,
 ) -> CommandResult<Document> {
     let pipeline = Pipeline::parse(stages)?;
+    let req = super::plan::PlanRequest::from_command(body, false, "aggregate")?;
     let mut st = shared.lock();
     let docs: Vec<Document> = if db == "local" && coll == "oplog.rs" {
         super::crud::oplog_documents(&st)
     } else {
-        st.collection(db, coll)
-            .map(|c| c.iter().map(|(_, d)| d.clone()).collect())
-            .unwrap_or_default()
+        let c = st.collection(db, coll);
+        let plan = super::plan::choose(c, &format!("{db}.{coll}"), &req)?;
+        let all: Vec<&Document> = c.iter().flat_map(|c| c.iter().map(|(_, d)| d)).collect();
+        plan.order(all).into_iter().cloned().collect()
     };
     let mut rest: VecDeque<Document> = pipeline.run(docs)?.into();
     let n = size.unwrap_or(DEFAULT_FIRST_BATCH);

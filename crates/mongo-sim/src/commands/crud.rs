@@ -2,6 +2,7 @@
 //! Every write appends to the oplog under the same lock that changes the data, so change
 //! streams see writes in exactly the order they committed.
 
+use super::plan::{self, Plan, PlanRequest};
 use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
 use crate::cursor::{BatchBytes, Cursor, CursorKind};
 use crate::error::{codes, is_resumable_change_stream_code, CommandError, CommandResult};
@@ -163,7 +164,10 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
 }
 
 /// Matching documents in natural order (or reversed), then sorted, skipped, limited.
-fn query(
+/// Runs a query: the plan's scan (collection or hinted index, see [`plan::choose`]), the filter,
+/// then the sort, skip and limit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn query(
     st: &State,
     db: &str,
     coll: &str,
@@ -171,45 +175,62 @@ fn query(
     sort: Option<&Document>,
     skip: usize,
     limit: Option<usize>,
+    req: &PlanRequest,
 ) -> CommandResult<Vec<Document>> {
-    let oplog;
-    let source: Box<dyn DoubleEndedIterator<Item = &Document>> =
-        if db == "local" && coll == "oplog.rs" {
-            oplog = oplog_documents(st);
-            Box::new(oplog.iter())
+    let is_oplog = db == "local" && coll == "oplog.rs";
+    let ns = format!("{db}.{coll}");
+    let plan = plan::choose(
+        if is_oplog {
+            None
         } else {
-            let Some(c) = st.collection(db, coll) else {
-                return Ok(Vec::new());
-            };
-            Box::new(c.iter().map(|(_, d)| d))
+            st.collection(db, coll)
+        },
+        &ns,
+        req,
+    )?;
+    let oplog;
+    let source: Box<dyn DoubleEndedIterator<Item = &Document>> = if is_oplog {
+        oplog = oplog_documents(st);
+        Box::new(oplog.iter())
+    } else {
+        let Some(c) = st.collection(db, coll) else {
+            return Ok(Vec::new());
         };
+        Box::new(c.iter().map(|(_, d)| d))
+    };
     let natural = sort.and_then(|s| s.get("$natural")).map(|v| {
         v.as_f64().unwrap_or(1.0) < 0.0 || v.as_i32() == Some(-1) || v.as_i64() == Some(-1)
     });
-    let mut out: Vec<Document> = Vec::new();
     let sort_spec = match sort {
         Some(s) if natural.is_none() && !s.is_empty() => Some(SortSpec::parse(s)?),
         _ => None,
     };
-    // Without a sort, stop scanning as soon as skip + limit documents matched.
-    let enough = if sort_spec.is_none() {
+    let index_scan = matches!(plan, Plan::IxScan { .. });
+    // Without a sort, a collection scan stops as soon as skip + limit documents matched.
+    let enough = if sort_spec.is_none() && !index_scan {
         limit.map(|l| l + skip)
     } else {
         None
     };
-    let iter: Box<dyn Iterator<Item = &Document>> = if natural == Some(true) {
+    let reverse = natural == Some(true) || matches!(plan, Plan::CollScan { reverse: true });
+    let iter: Box<dyn Iterator<Item = &Document>> = if reverse {
         Box::new(source.rev())
     } else {
         source
     };
+    let mut found: Vec<&Document> = Vec::new();
     for d in iter {
         if filter.matches(d) {
-            out.push(d.clone());
-            if enough.is_some_and(|e| out.len() >= e) {
+            found.push(d);
+            if enough.is_some_and(|e| found.len() >= e) {
                 break;
             }
         }
     }
+    if index_scan {
+        found = plan.order(found);
+    }
+    let mut out: Vec<Document> = found.into_iter().cloned().collect();
     if let Some(spec) = sort_spec {
         out.sort_by(|a, b| spec.compare(a, b));
     }
@@ -264,9 +285,19 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
     };
     let size = batch_size(int_arg(body, "batchSize")?)?;
     let ns = format!("{db}.{coll}");
+    let plan_req = PlanRequest::from_command(body, true, "find")?;
 
     let mut st = shared.lock();
-    let docs = query(&st, db, coll, &filter, sort.as_ref(), skip as usize, limit)?;
+    let docs = query(
+        &st,
+        db,
+        coll,
+        &filter,
+        sort.as_ref(),
+        skip as usize,
+        limit,
+        &plan_req,
+    )?;
     let docs: VecDeque<Document> = match &projection {
         Some(p) => docs.iter().map(|d| p.apply(d)).collect(),
         None => docs.into(),
@@ -579,20 +610,23 @@ fn matching_records(
     filter: &Filter,
     sort: Option<&SortSpec>,
     first_only: bool,
-) -> Vec<u64> {
+    req: &PlanRequest,
+) -> CommandResult<Vec<u64>> {
+    let plan = plan::choose(st.collection(db, coll), &format!("{db}.{coll}"), req)?;
     let Some(c) = st.collection(db, coll) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    // An `_id` equality filter is answered from the _id index, as mongod would.
+    let in_order = matches!(plan, Plan::CollScan { reverse: false });
     let mut recs: Vec<(u64, &Document)> = Vec::new();
     for (r, d) in c.iter() {
         if filter.matches(d) {
             recs.push((r, d));
-            if first_only && sort.is_none() {
+            if first_only && sort.is_none() && in_order {
                 break;
             }
         }
     }
+    let mut recs = plan.order_by(recs, |(_, d)| *d);
     if let Some(s) = sort {
         recs.sort_by(|a, b| s.compare(a.1, b.1));
     }
@@ -600,7 +634,7 @@ fn matching_records(
     if first_only {
         out.truncate(1);
     }
-    out
+    Ok(out)
 }
 
 pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
@@ -626,7 +660,8 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
                     "multi update is not supported for replacement-style update",
                 ));
             }
-            let recs = matching_records(&st, db, coll, &filter, None, !multi);
+            let req = PlanRequest::from_command(u, false, "update.updates")?;
+            let recs = matching_records(&st, db, coll, &filter, None, !multi, &req)?;
             if recs.is_empty() && bool_arg(u, "upsert") {
                 let doc = upsert_insert(&mut st, db, coll, &q, &update, bypass)?;
                 upserted.push(
@@ -679,7 +714,8 @@ pub fn delete(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
                     "The limit field in delete objects must be 0 or 1",
                 ));
             }
-            for rec in matching_records(&st, db, coll, &filter, None, limit == 1) {
+            let req = PlanRequest::from_command(d, false, "delete.deletes")?;
+            for rec in matching_records(&st, db, coll, &filter, None, limit == 1, &req)? {
                 if let Some(doc) = st.collection_mut(db, coll).and_then(|c| c.remove(rec)) {
                     log_delete(&mut st, db, coll, doc);
                     n += 1;
@@ -742,8 +778,9 @@ pub fn find_and_modify(
         Some(p) => p.apply(&d),
         None => d,
     };
+    let req = PlanRequest::from_command(body, false, name)?;
     let mut st = shared.lock();
-    let rec = matching_records(&st, db, coll, &filter, sort.as_ref(), true)
+    let rec = matching_records(&st, db, coll, &filter, sort.as_ref(), true, &req)?
         .first()
         .copied();
     let reply = match (rec, update) {
@@ -790,11 +827,12 @@ pub fn count(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docume
     let limit = int_arg(body, "limit")?
         .filter(|l| *l != 0)
         .map(|l| l.unsigned_abs() as usize);
+    let req = PlanRequest::from_command(body, false, "count")?;
     let st = shared.lock();
     let n = match st.collection(db, coll) {
         None => 0,
-        Some(c) if q.is_empty() => c.len(),
-        Some(c) => c.iter().filter(|(_, d)| filter.matches(d)).count(),
+        Some(c) if q.is_empty() && req.hint.is_none() => c.len(),
+        Some(_) => query(&st, db, coll, &filter, None, 0, None, &req)?.len(),
     };
     let n = n.saturating_sub(skip).min(limit.unwrap_or(usize::MAX));
     Ok(doc! {"n": n as i64})

@@ -7,7 +7,9 @@ mod admin;
 mod aggregate;
 mod crud;
 mod ddl;
+mod explain;
 mod handshake;
+mod plan;
 
 use crate::error::{codes, CommandError, CommandResult};
 use crate::state::{OpCounters, Shared};
@@ -114,6 +116,7 @@ const COMMANDS: &[&str] = &[
     "dropIndexes",
     "drop",
     "dropDatabase",
+    "explain",
     "endSessions",
     "find",
     "findAndModify",
@@ -238,7 +241,9 @@ async fn run(
         "delete" => crud::delete(shared, body, db),
         "findAndModify" | "findandmodify" => crud::find_and_modify(shared, body, db, name),
         "count" => crud::count(shared, body, db),
+        "aggregate" if bool_arg(body, "explain") => explain::aggregate_explain(shared, body, db),
         "aggregate" => aggregate::aggregate(shared, body, db),
+        "explain" => explain::explain(shared, body, db),
         "create" => ddl::create(shared, body, db),
         "drop" => ddl::drop(shared, body, db),
         "dropDatabase" => ddl::drop_database(shared, db),
