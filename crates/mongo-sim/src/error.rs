@@ -114,6 +114,7 @@ pub mod codes {
     pub const MAX_TIME_MS_EXPIRED: i32 = 50;
     pub const COMMAND_NOT_FOUND: i32 = 59;
     pub const COMMAND_NOT_SUPPORTED: i32 = 115;
+    pub const INTERRUPTED: i32 = 11601;
     pub const IMMUTABLE_FIELD: i32 = 66;
     pub const INVALID_OPTIONS: i32 = 72;
     pub const INVALID_NAMESPACE: i32 = 73;
@@ -192,6 +193,7 @@ pub fn code_name(code: i32) -> &'static str {
         10334 => "BSONObjectTooLarge",
         11000 => "DuplicateKey",
         11600 => "InterruptedAtShutdown",
+        11601 => "Interrupted",
         11602 => "InterruptedDueToReplStateChange",
         13388 => "StaleConfig",
         13435 => "NotPrimaryNoSecondaryOk",

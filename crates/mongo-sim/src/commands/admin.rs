@@ -537,3 +537,68 @@ pub fn oplog_stats(shared: &Shared, scale: i64) -> CommandResult<Document> {
         "scaleFactor": scale,
     })
 }
+
+/// `currentOp`: every command in progress (this one included), as `inprog` entries; the fields
+/// other than `currentOp`, `$all`, `$ownOps` and generic arguments filter them, as on MongoDB.
+pub fn current_op(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    admin_only(db, "currentOp")?;
+    let mut filter = Document::new();
+    for (k, v) in body.iter().skip(1) {
+        if k == "$all" || k == "$ownOps" || is_generic_argument(k) {
+            continue;
+        }
+        filter.insert(k.clone(), v.clone());
+    }
+    let filter = crate::query::filter::Filter::parse(&filter)?;
+    let now = std::time::Instant::now();
+    let ops: Vec<Document> = shared
+        .ops()
+        .iter()
+        .map(|(opid, op)| {
+            let running = now.saturating_duration_since(op.started);
+            let mut d = doc! {
+                "type": "op",
+                "host": shared.host.clone(),
+                "desc": format!("conn{}", op.conn),
+                "connectionId": op.conn,
+                "client": "127.0.0.1:0",
+                "active": true,
+                "currentOpTime": DateTime::now().try_to_rfc3339_string().unwrap_or_default(),
+                "opid": *opid as i32,
+                "secs_running": running.as_secs() as i64,
+                "microsecs_running": running.as_micros().min(i64::MAX as u128) as i64,
+                "op": if op.command.contains_key("getMore") { "getmore" } else { "command" },
+                "ns": op.ns.clone(),
+                "command": op.command.clone(),
+                "numYields": 0,
+                "waitingForLock": false,
+            };
+            if let Some(app) = &op.app_name {
+                d.insert("appName", app.clone());
+            }
+            d
+        })
+        .filter(|d| filter.matches(d))
+        .collect();
+    Ok(doc! {"inprog": ops})
+}
+
+/// `killOp: 1, op: <opid>`: interrupts that command (11601 `Interrupted`); a `getMore` loses
+/// its cursor too. An opid that is not running is not an error, as on MongoDB.
+pub fn kill_op(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    admin_only(db, "killOp")?;
+    let opid = match body.get("op") {
+        Some(Bson::Int32(n)) => *n as i64,
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) if n.fract() == 0.0 => *n as i64,
+        Some(_) => return Err(CommandError::type_mismatch("op must be a number")),
+        None => return Err(CommandError::new(4, "Did not provide \"op\" field")),
+    };
+    if let Some(op) = u32::try_from(opid)
+        .ok()
+        .and_then(|id| shared.ops().get(&id).map(|o| o.kill.clone()))
+    {
+        op.notify_one();
+    }
+    Ok(doc! {"info": "attempting to kill op"})
+}

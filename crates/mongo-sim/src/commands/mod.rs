@@ -79,7 +79,14 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: 
         return Outcome::Reply(finish(shared, err.to_document()));
     }
 
-    let result = run(shared, conn, &name, &body, db).await;
+    let started = std::time::Instant::now();
+    let (opid, kill) = register_op(shared, conn, &name, &body, db);
+    let result = tokio::select! {
+        r = run(shared, conn, &name, &body, db) => r,
+        _ = kill.notified() => Err(interrupted(shared, &name, &body)),
+    };
+    shared.ops().remove(&opid);
+    record_latency(shared, &name, &body, db, started.elapsed());
     let mut reply = match result {
         Ok(mut d) => {
             if !d.contains_key("ok") {
@@ -110,6 +117,7 @@ const COMMANDS: &[&str] = &[
     "count",
     "create",
     "createIndexes",
+    "currentOp",
     "dataSize",
     "dbStats",
     "delete",
@@ -128,6 +136,7 @@ const COMMANDS: &[&str] = &[
     "insert",
     "isMaster",
     "killCursors",
+    "killOp",
     "killSessions",
     "listCollections",
     "listCommands",
@@ -264,11 +273,102 @@ async fn run(
         "validate" => admin::validate(shared, body, db),
         "profile" => admin::profile(body),
         "listCommands" => Ok(admin::list_commands(COMMANDS)),
+        "currentOp" => admin::current_op(shared, body, db),
+        "killOp" => admin::kill_op(shared, body, db),
         other => Err(CommandError::new(
             codes::COMMAND_NOT_FOUND,
             format!("no such command: '{other}'"),
         )),
     }
+}
+
+/// Lists the command for `currentOp` until it ends; `killOp` of its opid interrupts it.
+fn register_op(
+    shared: &Shared,
+    conn: &Conn,
+    name: &str,
+    body: &Document,
+    db: &str,
+) -> (u32, Arc<tokio::sync::Notify>) {
+    let opid = shared
+        .next_opid
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut command = Document::new();
+    if let Some((k, v)) = body.iter().next() {
+        command.insert(k.clone(), v.clone());
+    }
+    let coll = match name {
+        "getMore" => body.get_str("collection").ok(),
+        _ => body.get_str(name).ok(),
+    };
+    if name == "getMore" {
+        if let Some(c) = coll {
+            command.insert("collection", c);
+        }
+    }
+    command.insert("$db", db);
+    let ns = match coll {
+        Some(c) => format!("{db}.{c}"),
+        None => format!("{db}.$cmd"),
+    };
+    let kill = Arc::new(tokio::sync::Notify::new());
+    shared.ops().insert(
+        opid,
+        crate::state::RunningOp {
+            conn: conn.id,
+            app_name: conn.app_name.clone(),
+            ns,
+            command,
+            started: std::time::Instant::now(),
+            kill: kill.clone(),
+        },
+    );
+    (opid, kill)
+}
+
+/// A command ended by `killOp`: 11601 Interrupted. An interrupted `getMore` takes its cursor
+/// with it, as on MongoDB.
+fn interrupted(shared: &Shared, name: &str, body: &Document) -> CommandError {
+    if name == "getMore" {
+        let id = match body.get("getMore") {
+            Some(Bson::Int64(i)) => Some(*i),
+            Some(Bson::Int32(i)) => Some(*i as i64),
+            _ => None,
+        };
+        if let Some(id) = id {
+            shared.lock().cursors.remove(id);
+        }
+    }
+    CommandError::new(codes::INTERRUPTED, "operation was interrupted")
+}
+
+/// Counts a command against its collection, as MongoDB's `Top` does for `latencyStats`:
+/// reads (`find`, `getMore`, `aggregate`, `count`), writes (`insert`, `update`, `delete`,
+/// `findAndModify`) and other commands naming a collection.
+fn record_latency(
+    shared: &Shared,
+    name: &str,
+    body: &Document,
+    db: &str,
+    took: std::time::Duration,
+) {
+    let coll = match name {
+        "getMore" => body.get_str("collection").ok(),
+        _ => body.get_str(name).ok(),
+    };
+    let Some(coll) = coll.filter(|c| !c.is_empty()) else {
+        return;
+    };
+    let micros = took.as_micros().min(u64::MAX as u128) as u64;
+    let mut st = shared.lock();
+    let l = st.latency.entry(format!("{db}.{coll}")).or_default();
+    let slot = match name {
+        "find" | "getMore" | "aggregate" | "count" => &mut l.reads,
+        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" => &mut l.writes,
+        _ => &mut l.commands,
+    };
+    slot.0 += micros;
+    slot.1 += 1;
 }
 
 fn count(shared: &Shared, name: &str) {
