@@ -271,26 +271,35 @@ pub fn coll_stats(shared: &Shared, body: &Document, db: &str) -> CommandResult<D
     let st = shared.lock();
     let c = st.collection(db, coll).ok_or_else(|| not_found(db, coll))?;
     let (n, b) = sizes(c);
+    let capped = matches!(c.options.get("capped"), Some(Bson::Boolean(true)));
+    let limits = capped
+        .then(|| super::ddl::capped_limits_of(&c.options).ok())
+        .flatten();
     let index_sizes: Document = c
         .indexes
         .iter()
         .map(|i| (i.name.clone(), Bson::Int64(0)))
         .collect();
-    Ok(doc! {
+    let mut out = doc! {
         "ns": format!("{db}.{coll}"),
         "size": b / scale,
         "count": n,
         "avgObjSize": if n > 0 { b / n } else { 0 },
         "storageSize": b / scale,
         "freeStorageSize": 0i64,
-        "capped": false,
+        "capped": capped,
         "nindexes": c.indexes.len() as i32,
         "indexBuilds": [],
         "totalIndexSize": 0i64,
         "totalSize": b / scale,
         "indexSizes": index_sizes,
         "scaleFactor": scale,
-    })
+    };
+    if let Some((size, max)) = limits {
+        out.insert("max", max.unwrap_or(0) as i64);
+        out.insert("maxSize", size as i64 / scale);
+    }
+    Ok(out)
 }
 
 /// `dataSize: "db.coll"`.

@@ -301,12 +301,14 @@ fn coll_stats_stage(shared: &Shared, db: &str, coll: &str, spec: &Bson) -> Comma
                             cmd.insert("scale", v.clone());
                         }
                         "verbose" | "waitForLock" | "numericOnly" => {}
-                        other => return Err(CommandError::new(
-                            codes::LOCATION_40415,
-                            format!(
+                        other => {
+                            return Err(CommandError::new(
+                                codes::LOCATION_40415,
+                                format!(
                                 "BSON field '$collStats.storageStats.{other}' is an unknown field."
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 let mut stats = super::admin::coll_stats(shared, &cmd, db).map_err(|e| {

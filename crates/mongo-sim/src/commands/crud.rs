@@ -137,6 +137,7 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
                 .and_then(|()| check_storable(&doc, codes::BAD_VALUE))
                 .and_then(|()| st.collection_or_create(db, coll).map(|_| ()))
                 .and_then(|()| check_valid(&st, db, coll, &doc, None, bypass))
+                .and_then(|()| check_capped_fits(&st, db, coll, &doc))
                 .and_then(|()| {
                     st.collection_or_create(db, coll)
                         .and_then(|c| c.insert(doc.clone()))
@@ -144,6 +145,7 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             match res {
                 Ok(_) => {
                     st.log(db, coll, OpKind::Insert { doc });
+                    trim_capped(&mut st, db, coll);
                     n += 1;
                 }
                 Err(e) => {
@@ -598,9 +600,56 @@ fn upsert_insert(
     check_storable(&doc, 17420)?;
     st.collection_or_create(db, coll)?;
     check_valid(st, db, coll, &doc, None, bypass)?;
+    check_capped_fits(st, db, coll, &doc)?;
     st.collection_or_create(db, coll)?.insert(doc.clone())?;
     st.log(db, coll, OpKind::Insert { doc: doc.clone() });
+    trim_capped(st, db, coll);
     Ok(doc)
+}
+
+/// A capped collection's limits, if it is one.
+fn capped_limits(st: &State, db: &str, coll: &str) -> Option<(u64, Option<u64>)> {
+    let c = st.collection(db, coll)?;
+    if !matches!(c.options.get("capped"), Some(Bson::Boolean(true))) {
+        return None;
+    }
+    super::ddl::capped_limits_of(&c.options).ok()
+}
+
+/// A document larger than a capped collection's whole size cannot be inserted.
+fn check_capped_fits(st: &State, db: &str, coll: &str, doc: &Document) -> CommandResult<()> {
+    match capped_limits(st, db, coll) {
+        Some((size, _)) if crate::oplog::bson_size(doc) > size => Err(CommandError::bad_value(
+            "object to insert exceeds cappedMaxSize",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// After an insert into a capped collection: removes the oldest documents (never the newest)
+/// until it is within its size and document count, each removal a replicated delete (an oplog
+/// entry, so change streams see it), as MongoDB 7.0 does.
+fn trim_capped(st: &mut State, db: &str, coll: &str) {
+    let Some((size, max)) = capped_limits(st, db, coll) else {
+        return;
+    };
+    loop {
+        let Some(c) = st.collection(db, coll) else {
+            return;
+        };
+        let count = c.len() as u64;
+        let bytes: u64 = c.iter().map(|(_, d)| crate::oplog::bson_size(d)).sum();
+        if count <= 1 || (bytes <= size && max.is_none_or(|m| count <= m)) {
+            return;
+        }
+        let Some(oldest) = c.iter().next().map(|(r, _)| r) else {
+            return;
+        };
+        match st.collection_mut(db, coll).and_then(|c| c.remove(oldest)) {
+            Some(doc) => log_delete(st, db, coll, doc),
+            None => return,
+        }
+    }
 }
 
 fn matching_records(
