@@ -3,7 +3,7 @@
 //! `collStats`, `dataSize`, `validate`, `profile`, `listCommands`, in MongoDB 7.0's shapes.
 //! Sizes are the BSON sizes of the stored documents (there is no storage engine to ask).
 
-use super::{bool_arg, collection_arg, int_arg};
+use super::{bool_arg, collection_arg, int_arg, is_generic_argument};
 use crate::error::{codes, CommandError, CommandResult};
 use crate::state::Shared;
 use crate::store::Collection;
@@ -384,27 +384,6 @@ pub fn list_commands(names: &[&str]) -> Document {
         })
         .collect();
     doc! {"commands": commands}
-}
-
-/// The generic arguments every command accepts beside its own fields (MongoDB's
-/// `generic_argument.idl`), for the commands whose parser is strict.
-fn is_generic_argument(key: &str) -> bool {
-    key.starts_with('$')
-        || matches!(
-            key,
-            "lsid"
-                | "txnNumber"
-                | "autocommit"
-                | "startTransaction"
-                | "stmtId"
-                | "comment"
-                | "maxTimeMS"
-                | "readConcern"
-                | "writeConcern"
-                | "apiVersion"
-                | "apiStrict"
-                | "apiDeprecationErrors"
-        )
 }
 
 /// A `safeDouble` field: any number, as a double; anything else is 14 TypeMismatch.

@@ -15,6 +15,20 @@ use std::time::Instant;
 const DEFAULT_FIRST_BATCH: usize = 101;
 
 pub fn aggregate(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    super::check_fields(
+        body,
+        "aggregate",
+        true,
+        &[
+            "pipeline",
+            "cursor",
+            "explain",
+            "allowDiskUse",
+            "hint",
+            "bypassDocumentValidation",
+        ],
+        &["collation", "let"],
+    )?;
     let stages: Vec<Document> = body
         .get_array("pipeline")
         .map_err(|_| {
@@ -178,6 +192,7 @@ fn change_stream(
             kind: CursorKind::Change(Box::new(cs)),
             batch_size: None,
             last_used: Instant::now(),
+            no_timeout: false,
         })
     };
     Ok(cursor_reply(id, &ns, first, true, Some(pbrt)))
@@ -229,6 +244,7 @@ fn plain(
             },
             batch_size: None,
             last_used: Instant::now(),
+            no_timeout: false,
         })
     };
     Ok(cursor_reply(id, &ns, first, true, None))

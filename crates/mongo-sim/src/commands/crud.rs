@@ -3,7 +3,7 @@
 //! streams see writes in exactly the order they committed.
 
 use super::plan::{self, Plan, PlanRequest};
-use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
+use super::{batch_size, bool_arg, check_fields, collection_arg, cursor_reply, doc_arg, int_arg};
 use crate::cursor::{BatchBytes, Cursor, CursorKind};
 use crate::error::{codes, is_resumable_change_stream_code, CommandError, CommandResult};
 use crate::oplog::{EntryExtra, OpKind};
@@ -124,6 +124,13 @@ fn write_error(index: usize, e: &CommandError) -> Document {
 
 pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "insert")?;
+    check_fields(
+        body,
+        "insert",
+        true,
+        &["documents", "ordered", "bypassDocumentValidation"],
+        &[],
+    )?;
     let docs = array_of_docs(body, "documents")?;
     let ordered = body.get_bool("ordered").unwrap_or(true);
     let bypass = bool_arg(body, "bypassDocumentValidation");
@@ -264,6 +271,35 @@ fn take_batch(rest: &mut VecDeque<Document>, size: Option<usize>) -> Vec<Documen
 
 pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "find")?;
+    check_fields(
+        body,
+        "find",
+        true,
+        &[
+            "filter",
+            "sort",
+            "projection",
+            "hint",
+            "skip",
+            "limit",
+            "batchSize",
+            "singleBatch",
+            "min",
+            "max",
+            "allowDiskUse",
+            "noCursorTimeout",
+            "allowPartialResults",
+            "oplogReplay",
+        ],
+        &[
+            "collation",
+            "let",
+            "returnKey",
+            "showRecordId",
+            "tailable",
+            "awaitData",
+        ],
+    )?;
     let filter_doc = doc_arg(body, "filter")?.unwrap_or_default();
     let filter = Filter::parse(&filter_doc)?;
     let sort = doc_arg(body, "sort")?;
@@ -336,6 +372,7 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
             kind: CursorKind::Find { rest, eof_known },
             batch_size: size,
             last_used: Instant::now(),
+            no_timeout: bool_arg(body, "noCursorTimeout"),
         })
     };
     Ok(cursor_reply(id, &ns, first, true, None))
@@ -689,6 +726,22 @@ fn matching_records(
 pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "update")?;
     let updates = array_of_docs(body, "updates")?;
+    check_fields(
+        body,
+        "update",
+        true,
+        &["updates", "ordered", "bypassDocumentValidation"],
+        &["let"],
+    )?;
+    for u in &updates {
+        check_fields(
+            u,
+            "update.updates",
+            false,
+            &["q", "u", "multi", "upsert", "hint"],
+            &["collation", "arrayFilters", "c", "sort"],
+        )?;
+    }
     let ordered = body.get_bool("ordered").unwrap_or(true);
     let bypass = bool_arg(body, "bypassDocumentValidation");
     let (mut n, mut modified) = (0i32, 0i32);
@@ -749,6 +802,16 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
 pub fn delete(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "delete")?;
     let deletes = array_of_docs(body, "deletes")?;
+    check_fields(body, "delete", true, &["deletes", "ordered"], &["let"])?;
+    for d in &deletes {
+        check_fields(
+            d,
+            "delete.deletes",
+            false,
+            &["q", "limit", "hint"],
+            &["collation"],
+        )?;
+    }
     let ordered = body.get_bool("ordered").unwrap_or(true);
     let mut n = 0i32;
     let mut errors = Vec::new();
@@ -796,6 +859,23 @@ pub fn find_and_modify(
 ) -> CommandResult<Document> {
     let coll = collection_arg(body, name)?;
     let q = doc_arg(body, "query")?.unwrap_or_default();
+    check_fields(
+        body,
+        name,
+        true,
+        &[
+            "query",
+            "sort",
+            "remove",
+            "update",
+            "new",
+            "fields",
+            "upsert",
+            "bypassDocumentValidation",
+            "hint",
+        ],
+        &["collation", "arrayFilters", "let"],
+    )?;
     let filter = Filter::parse(&q)?;
     let sort = match doc_arg(body, "sort")? {
         Some(s) if !s.is_empty() => Some(SortSpec::parse(&s)?),
@@ -870,6 +950,13 @@ pub fn find_and_modify(
 
 pub fn count(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "count")?;
+    check_fields(
+        body,
+        "count",
+        true,
+        &["query", "limit", "skip", "hint", "fields"],
+        &["collation"],
+    )?;
     let q = doc_arg(body, "query")?.unwrap_or_default();
     let filter = Filter::parse(&q)?;
     let skip = int_arg(body, "skip")?.unwrap_or(0).max(0) as usize;

@@ -436,6 +436,67 @@ fn is_not_primary_error(code: i32) -> bool {
 
 // ---- small shared helpers for the command modules ----
 
+/// The generic arguments every command accepts beside its own fields (MongoDB's
+/// `generic_argument.idl`).
+pub(crate) fn is_generic_argument(key: &str) -> bool {
+    key.starts_with('$')
+        || matches!(
+            key,
+            "lsid"
+                | "txnNumber"
+                | "autocommit"
+                | "startTransaction"
+                | "stmtId"
+                | "comment"
+                | "maxTimeMS"
+                | "readConcern"
+                | "writeConcern"
+                | "apiVersion"
+                | "apiStrict"
+                | "apiDeprecationErrors"
+                | "maxTimeMSOpOnly"
+                | "clientOperationKey"
+                | "mayBypassWriteBlocking"
+                | "allowImplicitCollectionCreation"
+        )
+}
+
+/// Checks the fields of a command (or of one `updates`/`deletes` statement, `skip_first` false)
+/// so nothing is accepted and silently ignored: `implemented` fields are honoured; `unsupported`
+/// are MongoDB options mongo-sim does not implement, refused with 2 BadValue naming them (a
+/// `collation` of `{locale: "simple"}`, the default, is accepted); anything else that is not a
+/// generic argument is MongoDB's 40415 for an unknown field.
+pub(crate) fn check_fields(
+    body: &Document,
+    ctx: &str,
+    skip_first: bool,
+    implemented: &[&str],
+    unsupported: &[&str],
+) -> CommandResult<()> {
+    for (key, value) in body.iter().skip(usize::from(skip_first)) {
+        if implemented.contains(&key.as_str()) || (skip_first && is_generic_argument(key)) {
+            continue;
+        }
+        if key == "collation" {
+            if let Bson::Document(c) = value {
+                if c.is_empty() || (c.len() == 1 && c.get_str("locale") == Ok("simple")) {
+                    continue;
+                }
+            }
+        }
+        if unsupported.contains(&key.as_str()) {
+            return Err(CommandError::bad_value(format!(
+                "'{key}' ({ctx}.{key}) is not supported by mongo-sim"
+            )));
+        }
+        return Err(CommandError::new(
+            codes::LOCATION_40415,
+            format!("BSON field '{ctx}.{key}' is an unknown field."),
+        ));
+    }
+    Ok(())
+}
+
 /// The collection name a command addresses (`{find: "c"}`), validated.
 pub(crate) fn collection_arg<'a>(body: &'a Document, name: &str) -> CommandResult<&'a str> {
     match body.get(name) {
