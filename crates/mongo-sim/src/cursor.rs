@@ -55,6 +55,8 @@ pub struct Cursor {
     pub kind: CursorKind,
     pub batch_size: Option<usize>,
     pub last_used: Instant,
+    /// `noCursorTimeout`: never reaped for idleness.
+    pub no_timeout: bool,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +95,7 @@ impl Cursors {
     pub fn reap_idle(&mut self, now: Instant) -> usize {
         let before = self.map.len();
         self.map
-            .retain(|_, c| now.duration_since(c.last_used) < IDLE_TIMEOUT);
+            .retain(|_, c| c.no_timeout || now.duration_since(c.last_used) < IDLE_TIMEOUT);
         before - self.map.len()
     }
 }

@@ -113,6 +113,8 @@ pub mod codes {
     pub const NAMESPACE_EXISTS: i32 = 48;
     pub const MAX_TIME_MS_EXPIRED: i32 = 50;
     pub const COMMAND_NOT_FOUND: i32 = 59;
+    pub const COMMAND_NOT_SUPPORTED: i32 = 115;
+    pub const INTERRUPTED: i32 = 11601;
     pub const IMMUTABLE_FIELD: i32 = 66;
     pub const INVALID_OPTIONS: i32 = 72;
     pub const INVALID_NAMESPACE: i32 = 73;
@@ -164,6 +166,7 @@ pub fn code_name(code: i32) -> &'static str {
         79 => "UnknownReplWriteConcern",
         121 => "DocumentValidationFailure",
         59 => "CommandNotFound",
+        115 => "CommandNotSupported",
         63 => "StaleShardVersion",
         66 => "ImmutableField",
         72 => "InvalidOptions",
@@ -190,6 +193,7 @@ pub fn code_name(code: i32) -> &'static str {
         10334 => "BSONObjectTooLarge",
         11000 => "DuplicateKey",
         11600 => "InterruptedAtShutdown",
+        11601 => "Interrupted",
         11602 => "InterruptedDueToReplStateChange",
         13388 => "StaleConfig",
         13435 => "NotPrimaryNoSecondaryOk",

@@ -93,6 +93,9 @@ pub struct Entry {
     pub coll: String,
     pub op: OpKind,
     pub extra: EntryExtra,
+    /// The BSON size of the entry as `local.oplog.rs` shows it: what counts against the
+    /// oplog's size (`replSetResizeOplog`).
+    pub bytes: u64,
 }
 
 impl Entry {
@@ -125,9 +128,24 @@ impl Entry {
     /// The entry as `local.oplog.rs` shows it (`ts`, `t`, `wall`, `op`, `ns`, `o`), enough for
     /// tools that read the oplog window.
     pub fn to_oplog_document(&self) -> Document {
+        self.oplog_document_with(true)
+    }
+
+    /// The BSON size of [`Entry::to_oplog_document`], without copying an inserted document.
+    fn oplog_size(&self) -> u64 {
+        let shell = bson_size(&self.oplog_document_with(false));
+        match &self.op {
+            // The shell has an empty `o` (5 bytes) where the document goes.
+            OpKind::Insert { doc } => shell + bson_size(doc) - 5,
+            _ => shell,
+        }
+    }
+
+    fn oplog_document_with(&self, full_insert: bool) -> Document {
         let (op, o) = match &self.op {
             OpKind::Noop => ("n", doc! {"msg": "initiating set"}),
-            OpKind::Insert { doc } => ("i", doc.clone()),
+            OpKind::Insert { doc } if full_insert => ("i", doc.clone()),
+            OpKind::Insert { .. } => ("i", Document::new()),
             OpKind::Update { key, .. } | OpKind::Replace { key, .. } => {
                 ("u", doc! {"_id": key.clone()})
             }
@@ -170,6 +188,23 @@ impl Entry {
         };
         doc! {"ts": self.ts, "t": 1i64, "v": 2i64, "op": op, "ns": ns, "wall": self.wall, "o": o}
     }
+}
+
+/// A document's BSON size, counted without building the bytes.
+pub fn bson_size(d: &Document) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = d.to_writer(&mut c);
+    c.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,10 +340,27 @@ pub fn decode_token(token: &Bson) -> CommandResult<TokenPos> {
     })
 }
 
+/// MongoDB's largest oplog (`replSetResizeOplog`'s upper bound, 1 PB), in megabytes.
+pub const MAX_SIZE_MB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// The smallest oplog `replSetResizeOplog` accepts, in megabytes.
+pub const MIN_SIZE_MB: f64 = 990.0;
+/// The oplog size before any `replSetResizeOplog`: 50 GB, the largest default `mongod` picks
+/// (5% of the disk, capped at 50 GB). In a sim, the entry cap bites long before.
+pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024 * 1024;
+
 #[derive(Debug)]
 pub struct Oplog {
     entries: VecDeque<Entry>,
     max_events: usize,
+    /// The oplog's size in bytes (`maxSize`), as `replSetResizeOplog` sets it.
+    max_bytes: u64,
+    /// `minRetentionHours`: entries younger than this are kept even beyond the size.
+    min_retention_hours: f64,
+    /// Sum of the retained entries' `bytes`.
+    bytes: u64,
+    /// Truncations that removed entries since the start (serverStatus
+    /// `oplogTruncation.truncateCount`).
+    truncations: u64,
     next_seq: u64,
 }
 
@@ -319,10 +371,91 @@ impl Oplog {
         let mut log = Oplog {
             entries: VecDeque::new(),
             max_events: max_events.max(1),
+            max_bytes: DEFAULT_MAX_BYTES,
+            min_retention_hours: 0.0,
+            bytes: 0,
+            truncations: 0,
             next_seq: 1,
         };
         log.append(ts, "admin", "", OpKind::Noop);
         log
+    }
+
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    pub fn min_retention_hours(&self) -> f64 {
+        self.min_retention_hours
+    }
+
+    /// Total BSON size of the retained entries.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Truncations that removed entries so far.
+    pub fn truncations(&self) -> u64 {
+        self.truncations
+    }
+
+    /// `replSetResizeOplog`: new limits, applied at once. (MongoDB truncates in the
+    /// background, by whole "truncate markers"; mongo-sim truncates exactly and immediately,
+    /// so the effect is visible when the command returns.)
+    pub fn resize(
+        &mut self,
+        max_bytes: Option<u64>,
+        min_retention_hours: Option<f64>,
+        max_events: Option<usize>,
+    ) {
+        if let Some(b) = max_bytes {
+            self.max_bytes = b;
+        }
+        if let Some(h) = min_retention_hours {
+            self.min_retention_hours = h;
+        }
+        if let Some(n) = max_events {
+            self.max_events = n.max(1);
+        }
+        self.truncate();
+    }
+
+    /// Drops the oldest entries while the log is over its entry count or byte size, except
+    /// the newest entry (there is always a position to read from) and entries younger than
+    /// `minRetentionHours`, which MongoDB keeps even when that grows the oplog past its size.
+    fn truncate(&mut self) {
+        let keep_after = (self.min_retention_hours > 0.0).then(|| {
+            let ms = (self.min_retention_hours * 3_600_000.0).min(i64::MAX as f64) as i64;
+            DateTime::now().timestamp_millis().saturating_sub(ms)
+        });
+        let before = self.entries.len();
+        while self.entries.len() > 1
+            && (self.entries.len() > self.max_events || self.bytes > self.max_bytes)
+        {
+            let Some(front) = self.entries.front() else {
+                break;
+            };
+            if keep_after.is_some_and(|t| front.wall.timestamp_millis() > t) {
+                break;
+            }
+            self.bytes -= front.bytes;
+            self.entries.pop_front();
+        }
+        if self.entries.len() < before {
+            self.truncations += 1;
+        }
     }
 
     pub fn append(&mut self, ts: Timestamp, db: &str, coll: &str, op: OpKind) -> u64 {
@@ -339,7 +472,7 @@ impl Oplog {
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.entries.push_back(Entry {
+        let mut entry = Entry {
             seq,
             ts,
             wall: DateTime::now(),
@@ -347,10 +480,12 @@ impl Oplog {
             coll: coll.to_string(),
             op,
             extra,
-        });
-        while self.entries.len() > self.max_events {
-            self.entries.pop_front();
-        }
+            bytes: 0,
+        };
+        entry.bytes = entry.oplog_size();
+        self.bytes += entry.bytes;
+        self.entries.push_back(entry);
+        self.truncate();
         seq
     }
 
@@ -563,6 +698,41 @@ mod tests {
             fragment: None,
         };
         assert_eq!(log.resume_after(&ahead).unwrap(), 7);
+    }
+
+    #[test]
+    fn resizing_truncates_by_bytes_and_entries() {
+        let mut log = Oplog::new(100, ts(1));
+        for i in 2..=11 {
+            log.append(
+                ts(i),
+                "d",
+                "c",
+                OpKind::Insert {
+                    doc: doc! {"_id": i, "pad": "x".repeat(100)},
+                },
+            );
+        }
+        let sizes: Vec<u64> = log.from_seq(0).map(|e| e.bytes).collect();
+        let exact: Vec<u64> = log
+            .from_seq(0)
+            .map(|e| bson::to_vec(&e.to_oplog_document()).unwrap().len() as u64)
+            .collect();
+        assert_eq!(
+            sizes, exact,
+            "entry sizes are the oplog documents' BSON sizes"
+        );
+        assert_eq!(log.bytes(), exact.iter().sum::<u64>());
+        // A byte size that holds three inserts keeps the three newest.
+        let three = exact[exact.len() - 3..].iter().sum::<u64>();
+        log.resize(Some(three), None, None);
+        assert_eq!((log.len(), log.first().seq, log.bytes()), (3, 9, three));
+        log.resize(None, None, Some(1));
+        assert_eq!((log.len(), log.first().seq), (1, 11));
+        // Never below the newest entry, even with a size smaller than it.
+        log.resize(Some(1), None, None);
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.truncations(), 2);
     }
 
     #[test]

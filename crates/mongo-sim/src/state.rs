@@ -23,6 +23,18 @@ pub struct State {
     pub clock: Clock,
     pub cursors: Cursors,
     pub failpoints: FailPoints,
+    /// A standalone server has no oplog to show (`local.oplog.rs` does not exist).
+    pub standalone: bool,
+    /// Per namespace, MongoDB's `Top` counters behind `$collStats: {latencyStats}`.
+    pub latency: BTreeMap<String, Latency>,
+}
+
+/// `(total latency in microseconds, operations)` for reads, writes and other commands.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Latency {
+    pub reads: (u64, u64),
+    pub writes: (u64, u64),
+    pub commands: (u64, u64),
 }
 
 impl State {
@@ -35,6 +47,8 @@ impl State {
             clock,
             cursors: Cursors::default(),
             failpoints: FailPoints::default(),
+            standalone: false,
+            latency: BTreeMap::new(),
         }
     }
 
@@ -131,9 +145,24 @@ impl OpCounters {
     }
 }
 
+/// A command in progress, as `currentOp` lists it; `killOp` wakes `kill`.
+#[derive(Debug)]
+pub struct RunningOp {
+    pub conn: i64,
+    pub app_name: Option<String>,
+    pub ns: String,
+    /// The command's first element (and `collection` of a getMore), not its whole body.
+    pub command: Document,
+    pub started: Instant,
+    pub kill: std::sync::Arc<tokio::sync::Notify>,
+}
+
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<State>,
+    /// Commands in progress by opid (`currentOp`, `killOp`).
+    pub ops: Mutex<BTreeMap<u32, RunningOp>>,
+    pub next_opid: std::sync::atomic::AtomicU32,
     /// The newest oplog sequence number; change-stream getMores wait on it.
     pub head: watch::Sender<u64>,
     pub standalone: bool,
@@ -151,14 +180,17 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        state: State,
+        mut state: State,
         standalone: bool,
         host: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        state.standalone = standalone;
         let (head, _) = watch::channel(state.oplog.head_seq());
         Shared {
             state: Mutex::new(state),
+            ops: Mutex::new(BTreeMap::new()),
+            next_opid: std::sync::atomic::AtomicU32::new(1),
             head,
             standalone,
             host,
@@ -176,6 +208,10 @@ impl Shared {
     /// input, but if one ever did, the data is still consistent enough to keep serving tests.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn ops(&self) -> MutexGuard<'_, BTreeMap<u32, RunningOp>> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wakes change-stream getMores if the oplog grew.

@@ -279,18 +279,20 @@ async fn databases_and_collections_are_listed_created_dropped_and_renamed() {
         .unwrap();
     assert_eq!(spec[0].options.validator, Some(validator));
     env.coll("capped").drop().await.unwrap();
-    // Capped collections are not simulated: refused, never created as plain ones.
-    let capped = env
-        .db
+    // Capped collections are created (and enforced, tests/capped.rs); without a size, 72.
+    env.db
         .create_collection("real_capped")
         .capped(true)
         .size(4096)
-        .await;
-    if env.is_sim() {
-        assert_eq!(command_error(&capped.unwrap_err()).0, 72);
-    } else {
-        capped.unwrap();
-    }
+        .await
+        .unwrap();
+    env.coll("real_capped").drop().await.unwrap();
+    let e = env
+        .db
+        .run_command(doc! {"create": "no_size", "capped": true})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&e).0, 72);
 
     env.coll("a").drop().await.unwrap();
     assert_eq!(env.db.list_collection_names().await.unwrap(), ["b"]);
@@ -1071,6 +1073,12 @@ async fn aggregate_match_sort_skip_limit_project_count() {
         .await
         .unwrap_err();
     assert_eq!(command_error(&err), (40324, "Location40324".into()));
+    // A change-stream-only stage in a plain pipeline is known, but not allowed there.
+    let err = coll
+        .aggregate([doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err), (20, "IllegalOperation".into()));
     env.cleanup().await;
 }
 

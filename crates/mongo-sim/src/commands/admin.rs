@@ -3,7 +3,7 @@
 //! `collStats`, `dataSize`, `validate`, `profile`, `listCommands`, in MongoDB 7.0's shapes.
 //! Sizes are the BSON sizes of the stored documents (there is no storage engine to ask).
 
-use super::{bool_arg, collection_arg, int_arg};
+use super::{bool_arg, collection_arg, int_arg, is_generic_argument};
 use crate::error::{codes, CommandError, CommandResult};
 use crate::state::Shared;
 use crate::store::Collection;
@@ -265,29 +265,41 @@ fn not_found(db: &str, coll: &str) -> CommandError {
 pub fn coll_stats(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "collStats")?;
     let scale = scale_arg(body)?;
+    if db == "local" && coll == "oplog.rs" {
+        return oplog_stats(shared, scale);
+    }
     let st = shared.lock();
     let c = st.collection(db, coll).ok_or_else(|| not_found(db, coll))?;
     let (n, b) = sizes(c);
+    let capped = matches!(c.options.get("capped"), Some(Bson::Boolean(true)));
+    let limits = capped
+        .then(|| super::ddl::capped_limits_of(&c.options).ok())
+        .flatten();
     let index_sizes: Document = c
         .indexes
         .iter()
         .map(|i| (i.name.clone(), Bson::Int64(0)))
         .collect();
-    Ok(doc! {
+    let mut out = doc! {
         "ns": format!("{db}.{coll}"),
         "size": b / scale,
         "count": n,
         "avgObjSize": if n > 0 { b / n } else { 0 },
         "storageSize": b / scale,
         "freeStorageSize": 0i64,
-        "capped": false,
+        "capped": capped,
         "nindexes": c.indexes.len() as i32,
         "indexBuilds": [],
         "totalIndexSize": 0i64,
         "totalSize": b / scale,
         "indexSizes": index_sizes,
         "scaleFactor": scale,
-    })
+    };
+    if let Some((size, max)) = limits {
+        out.insert("max", max.unwrap_or(0) as i64);
+        out.insert("maxSize", size as i64 / scale);
+    }
+    Ok(out)
 }
 
 /// `dataSize: "db.coll"`.
@@ -372,4 +384,209 @@ pub fn list_commands(names: &[&str]) -> Document {
         })
         .collect();
     doc! {"commands": commands}
+}
+
+/// A `safeDouble` field: any number, as a double; anything else is 14 TypeMismatch.
+fn number_field(body: &Document, cmd: &str, key: &str) -> CommandResult<Option<f64>> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Bson::Double(d)) => Ok(Some(*d)),
+        Some(Bson::Int32(i)) => Ok(Some(*i as f64)),
+        Some(Bson::Int64(i)) => Ok(Some(*i as f64)),
+        Some(Bson::Decimal128(d)) => d
+            .to_string()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| CommandError::bad_value(format!("BSON field '{cmd}.{key}' is not a number"))),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{cmd}.{key}' is the wrong type '{}', expected types '[long, int, decimal, double]'",
+            type_alias(other)
+        ))),
+    }
+}
+
+fn type_alias(v: &Bson) -> &'static str {
+    match v {
+        Bson::String(_) => "string",
+        Bson::Boolean(_) => "bool",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Null => "null",
+        Bson::ObjectId(_) => "objectId",
+        Bson::DateTime(_) => "date",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Binary(_) => "binData",
+        _ => "unknown",
+    }
+}
+
+/// An IDL validator failure (`gte`/`lte`), which MongoDB 7.0 answers with code 51024.
+fn out_of_range(key: &str, rule: &str, actual: f64) -> CommandError {
+    CommandError::new(
+        51024,
+        format!("BSON field '{key}' value must be {rule}, actual value '{actual}'"),
+    )
+}
+
+/// `replSetResizeOplog: 1, size: <MB>, minRetentionHours: <h>`, as MongoDB 7.0 parses it
+/// (`size` 990 MB to 1 PB, `minRetentionHours` >= 0, both optional; unknown fields 40415),
+/// plus one mongo-sim extension, `simMaxEvents: <n >= 1>`, which caps the number of entries
+/// (what `--oplog-max-events` sets at start), because a sim's oplog never reaches 990 MB.
+/// Truncation happens before the reply, oldest entries first, down to the new limits, keeping
+/// entries younger than `minRetentionHours` and always the newest entry.
+pub fn repl_set_resize_oplog(
+    shared: &Shared,
+    body: &Document,
+    db: &str,
+) -> CommandResult<Document> {
+    const CMD: &str = "replSetResizeOplog";
+    admin_only(db, CMD)?;
+    if shared.standalone {
+        return Err(CommandError::new(
+            codes::NAMESPACE_NOT_FOUND,
+            "oplog does not exist",
+        ));
+    }
+    for key in body.keys().skip(1) {
+        if !matches!(key.as_str(), "size" | "minRetentionHours" | "simMaxEvents")
+            && !is_generic_argument(key)
+        {
+            return Err(CommandError::new(
+                codes::LOCATION_40415,
+                format!("BSON field '{CMD}.{key}' is an unknown field."),
+            ));
+        }
+    }
+    let size = number_field(body, CMD, "size")?;
+    if let Some(mb) = size {
+        // NaN fails both comparisons, as in MongoDB's generated validators.
+        if mb.is_nan() || mb < crate::oplog::MIN_SIZE_MB {
+            return Err(out_of_range("size", ">= 990", mb));
+        }
+        if mb > crate::oplog::MAX_SIZE_MB {
+            return Err(out_of_range("size", "<= 1073741824", mb));
+        }
+    }
+    let hours = number_field(body, CMD, "minRetentionHours")?;
+    if let Some(h) = hours {
+        if h.is_nan() || h < 0.0 {
+            return Err(out_of_range("minRetentionHours", ">= 0", h));
+        }
+    }
+    let max_events = match body.get("simMaxEvents") {
+        None => None,
+        Some(_) => match int_arg(body, "simMaxEvents")? {
+            Some(n) if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            other => {
+                return Err(out_of_range(
+                    "simMaxEvents",
+                    ">= 1",
+                    other.unwrap_or(0) as f64,
+                ))
+            }
+        },
+    };
+    let bytes = size.map(|mb| (mb * 1024.0 * 1024.0) as u64);
+    let mut st = shared.lock();
+    let before = st.oplog.first().seq;
+    st.oplog.resize(bytes, hours, max_events);
+    tracing::info!(
+        size = st.oplog.max_bytes(),
+        min_retention_hours = st.oplog.min_retention_hours(),
+        max_events = st.oplog.max_events(),
+        truncated = st.oplog.first().seq - before,
+        "replSetResizeOplog success"
+    );
+    Ok(Document::new())
+}
+
+/// `collStats` of `local.oplog.rs`: a capped collection of the retained entries.
+pub fn oplog_stats(shared: &Shared, scale: i64) -> CommandResult<Document> {
+    if shared.standalone {
+        return Err(not_found("local", "oplog.rs"));
+    }
+    let st = shared.lock();
+    let (n, b) = (st.oplog.len() as i64, st.oplog.bytes() as i64);
+    Ok(doc! {
+        "ns": "local.oplog.rs",
+        "size": b / scale,
+        "count": n,
+        "avgObjSize": if n > 0 { b / n } else { 0 },
+        "storageSize": b / scale,
+        "freeStorageSize": 0i64,
+        "capped": true,
+        "max": st.oplog.max_events() as i64,
+        "maxSize": st.oplog.max_bytes() as i64 / scale,
+        "nindexes": 0,
+        "indexBuilds": [],
+        "totalIndexSize": 0i64,
+        "totalSize": b / scale,
+        "indexSizes": {},
+        "scaleFactor": scale,
+    })
+}
+
+/// `currentOp`: every command in progress (this one included), as `inprog` entries; the fields
+/// other than `currentOp`, `$all`, `$ownOps` and generic arguments filter them, as on MongoDB.
+pub fn current_op(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    admin_only(db, "currentOp")?;
+    let mut filter = Document::new();
+    for (k, v) in body.iter().skip(1) {
+        if k == "$all" || k == "$ownOps" || is_generic_argument(k) {
+            continue;
+        }
+        filter.insert(k.clone(), v.clone());
+    }
+    let filter = crate::query::filter::Filter::parse(&filter)?;
+    let now = std::time::Instant::now();
+    let ops: Vec<Document> = shared
+        .ops()
+        .iter()
+        .map(|(opid, op)| {
+            let running = now.saturating_duration_since(op.started);
+            let mut d = doc! {
+                "type": "op",
+                "host": shared.host.clone(),
+                "desc": format!("conn{}", op.conn),
+                "connectionId": op.conn,
+                "client": "127.0.0.1:0",
+                "active": true,
+                "currentOpTime": DateTime::now().try_to_rfc3339_string().unwrap_or_default(),
+                "opid": *opid as i32,
+                "secs_running": running.as_secs() as i64,
+                "microsecs_running": running.as_micros().min(i64::MAX as u128) as i64,
+                "op": if op.command.contains_key("getMore") { "getmore" } else { "command" },
+                "ns": op.ns.clone(),
+                "command": op.command.clone(),
+                "numYields": 0,
+                "waitingForLock": false,
+            };
+            if let Some(app) = &op.app_name {
+                d.insert("appName", app.clone());
+            }
+            d
+        })
+        .filter(|d| filter.matches(d))
+        .collect();
+    Ok(doc! {"inprog": ops})
+}
+
+/// `killOp: 1, op: <opid>`: interrupts that command (11601 `Interrupted`); a `getMore` loses
+/// its cursor too. An opid that is not running is not an error, as on MongoDB.
+pub fn kill_op(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    admin_only(db, "killOp")?;
+    let opid = match body.get("op") {
+        Some(Bson::Int32(n)) => *n as i64,
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) if n.fract() == 0.0 => *n as i64,
+        Some(_) => return Err(CommandError::type_mismatch("op must be a number")),
+        None => return Err(CommandError::new(4, "Did not provide \"op\" field")),
+    };
+    if let Some(op) = u32::try_from(opid)
+        .ok()
+        .and_then(|id| shared.ops().get(&id).map(|o| o.kill.clone()))
+    {
+        op.notify_one();
+    }
+    Ok(doc! {"info": "attempting to kill op"})
 }

@@ -8,13 +8,27 @@ use crate::cursor::{Cursor, CursorKind};
 use crate::error::{codes, CommandError, CommandResult};
 use crate::query::pipeline::Pipeline;
 use crate::state::{Shared, State};
-use bson::{Bson, Document};
+use bson::{doc, Bson, Document};
 use std::collections::VecDeque;
 use std::time::Instant;
 
 const DEFAULT_FIRST_BATCH: usize = 101;
 
 pub fn aggregate(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
+    super::check_fields(
+        body,
+        "aggregate",
+        true,
+        &[
+            "pipeline",
+            "cursor",
+            "explain",
+            "allowDiskUse",
+            "hint",
+            "bypassDocumentValidation",
+        ],
+        &["collation", "let"],
+    )?;
     let stages: Vec<Document> = body
         .get_array("pipeline")
         .map_err(|_| {
@@ -78,7 +92,7 @@ pub fn aggregate(shared: &Shared, body: &Document, db: &str) -> CommandResult<Do
                     "{aggregate: 1} is not valid for '$match' or any other stage mongo-sim supports",
                 )
             })?;
-            plain(shared, db, &coll, &stages, size)
+            plain(shared, body, db, &coll, &stages, size)
         }
     }
 }
@@ -178,6 +192,7 @@ fn change_stream(
             kind: CursorKind::Change(Box::new(cs)),
             batch_size: None,
             last_used: Instant::now(),
+            no_timeout: false,
         })
     };
     Ok(cursor_reply(id, &ns, first, true, Some(pbrt)))
@@ -185,17 +200,34 @@ fn change_stream(
 
 fn plain(
     shared: &Shared,
+    body: &Document,
     db: &str,
     coll: &str,
     stages: &[Document],
     size: Option<usize>,
 ) -> CommandResult<Document> {
+    let coll_stats = match stages.first().and_then(|s| s.get("$collStats")) {
+        Some(spec) => Some(coll_stats_stage(shared, db, coll, spec)?),
+        None => None,
+    };
+    let stages = if coll_stats.is_some() {
+        &stages[1..]
+    } else {
+        stages
+    };
     let pipeline = Pipeline::parse(stages)?;
+    let req = super::plan::PlanRequest::from_command(body, false, "aggregate")?;
     let mut st = shared.lock();
-    let docs: Vec<Document> = st
-        .collection(db, coll)
-        .map(|c| c.iter().map(|(_, d)| d.clone()).collect())
-        .unwrap_or_default();
+    let docs: Vec<Document> = if let Some(d) = coll_stats {
+        vec![d]
+    } else if db == "local" && coll == "oplog.rs" {
+        super::crud::oplog_documents(&st)
+    } else {
+        let c = st.collection(db, coll);
+        let plan = super::plan::choose(c, &format!("{db}.{coll}"), &req)?;
+        let all: Vec<&Document> = c.iter().flat_map(|c| c.iter().map(|(_, d)| d)).collect();
+        plan.order(all).into_iter().cloned().collect()
+    };
     let mut rest: VecDeque<Document> = pipeline.run(docs)?.into();
     let n = size.unwrap_or(DEFAULT_FIRST_BATCH);
     let first: Vec<Document> = rest.drain(..n.min(rest.len())).collect();
@@ -212,7 +244,124 @@ fn plain(
             },
             batch_size: None,
             last_used: Instant::now(),
+            no_timeout: false,
         })
     };
     Ok(cursor_reply(id, &ns, first, true, None))
+}
+
+/// `$collStats: {latencyStats: {histograms}, storageStats: {scale}, count: {}, queryExecStats: {}}`:
+/// one document with the sections asked for, in MongoDB 7.0's shapes. `storageStats` and `count`
+/// of a collection that does not exist are 26, as on MongoDB.
+fn coll_stats_stage(shared: &Shared, db: &str, coll: &str, spec: &Bson) -> CommandResult<Document> {
+    let Bson::Document(spec) = spec else {
+        return Err(CommandError::failed_to_parse(format!(
+            "$collStats must take a nested object but found: {spec}"
+        )));
+    };
+    let ns = format!("{db}.{coll}");
+    let mut out = doc! {
+        "ns": ns.clone(),
+        "host": shared.host.clone(),
+        "localTime": bson::DateTime::now(),
+    };
+    let section = |key: &str| -> CommandResult<Document> {
+        match spec.get(key) {
+            Some(Bson::Document(d)) => Ok(d.clone()),
+            Some(other) => Err(CommandError::type_mismatch(format!(
+                "BSON field '$collStats.{key}' is the wrong type '{:?}', expected type 'object'",
+                other.element_type()
+            ))),
+            None => Ok(Document::new()),
+        }
+    };
+    for (key, _) in spec {
+        match key.as_str() {
+            "latencyStats" => {
+                let opts = section(key)?;
+                for k in opts.keys() {
+                    if k != "histograms" {
+                        return Err(CommandError::new(
+                            codes::LOCATION_40415,
+                            format!(
+                                "BSON field '$collStats.latencyStats.{k}' is an unknown field."
+                            ),
+                        ));
+                    }
+                }
+                let histograms = opts.get_bool("histograms").unwrap_or(false);
+                let l = shared.lock().latency.get(&ns).copied().unwrap_or_default();
+                let one = |(latency, ops): (u64, u64)| {
+                    let mut d = doc! {"latency": latency as i64, "ops": ops as i64};
+                    if histograms {
+                        d.insert("histogram", Vec::<Bson>::new());
+                    }
+                    d
+                };
+                out.insert(
+                    "latencyStats",
+                    doc! {
+                        "reads": one(l.reads),
+                        "writes": one(l.writes),
+                        "commands": one(l.commands),
+                        "transactions": one((0, 0)),
+                    },
+                );
+            }
+            "storageStats" => {
+                let opts = section(key)?;
+                let mut cmd = doc! {"collStats": coll};
+                for (k, v) in &opts {
+                    match k.as_str() {
+                        "scale" => {
+                            cmd.insert("scale", v.clone());
+                        }
+                        "verbose" | "waitForLock" | "numericOnly" => {}
+                        other => {
+                            return Err(CommandError::new(
+                                codes::LOCATION_40415,
+                                format!(
+                                "BSON field '$collStats.storageStats.{other}' is an unknown field."
+                            ),
+                            ))
+                        }
+                    }
+                }
+                let mut stats = super::admin::coll_stats(shared, &cmd, db).map_err(|e| {
+                    e.with_context("Unable to retrieve storageStats in $collStats stage")
+                })?;
+                stats.remove("ns");
+                out.insert("storageStats", stats);
+            }
+            "count" => {
+                section(key)?;
+                let st = shared.lock();
+                let n = match st.collection(db, coll) {
+                    Some(c) => c.len() as i64,
+                    None => {
+                        return Err(CommandError::new(
+                            codes::NAMESPACE_NOT_FOUND,
+                            format!("Unable to retrieve count in $collStats stage :: caused by :: Collection [{ns}] not found."),
+                        ))
+                    }
+                };
+                out.insert("count", n);
+            }
+            "queryExecStats" => {
+                section(key)?;
+                let scans = shared.lock().latency.get(&ns).map_or(0, |l| l.reads.1) as i64;
+                out.insert(
+                    "queryExecStats",
+                    doc! {"collectionScans": {"total": scans, "nonTailable": scans}},
+                );
+            }
+            other => {
+                return Err(CommandError::new(
+                    codes::LOCATION_40415,
+                    format!("BSON field '$collStats.{other}' is an unknown field."),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }

@@ -2,7 +2,8 @@
 //! Every write appends to the oplog under the same lock that changes the data, so change
 //! streams see writes in exactly the order they committed.
 
-use super::{batch_size, bool_arg, collection_arg, cursor_reply, doc_arg, int_arg};
+use super::plan::{self, Plan, PlanRequest};
+use super::{batch_size, bool_arg, check_fields, collection_arg, cursor_reply, doc_arg, int_arg};
 use crate::cursor::{BatchBytes, Cursor, CursorKind};
 use crate::error::{codes, is_resumable_change_stream_code, CommandError, CommandResult};
 use crate::oplog::{EntryExtra, OpKind};
@@ -123,6 +124,13 @@ fn write_error(index: usize, e: &CommandError) -> Document {
 
 pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "insert")?;
+    check_fields(
+        body,
+        "insert",
+        true,
+        &["documents", "ordered", "bypassDocumentValidation"],
+        &[],
+    )?;
     let docs = array_of_docs(body, "documents")?;
     let ordered = body.get_bool("ordered").unwrap_or(true);
     let bypass = bool_arg(body, "bypassDocumentValidation");
@@ -136,6 +144,7 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
                 .and_then(|()| check_storable(&doc, codes::BAD_VALUE))
                 .and_then(|()| st.collection_or_create(db, coll).map(|_| ()))
                 .and_then(|()| check_valid(&st, db, coll, &doc, None, bypass))
+                .and_then(|()| check_capped_fits(&st, db, coll, &doc))
                 .and_then(|()| {
                     st.collection_or_create(db, coll)
                         .and_then(|c| c.insert(doc.clone()))
@@ -143,6 +152,7 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
             match res {
                 Ok(_) => {
                     st.log(db, coll, OpKind::Insert { doc });
+                    trim_capped(&mut st, db, coll);
                     n += 1;
                 }
                 Err(e) => {
@@ -163,7 +173,10 @@ pub fn insert(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
 }
 
 /// Matching documents in natural order (or reversed), then sorted, skipped, limited.
-fn query(
+/// Runs a query: the plan's scan (collection or hinted index, see [`plan::choose`]), the filter,
+/// then the sort, skip and limit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn query(
     st: &State,
     db: &str,
     coll: &str,
@@ -171,37 +184,62 @@ fn query(
     sort: Option<&Document>,
     skip: usize,
     limit: Option<usize>,
+    req: &PlanRequest,
 ) -> CommandResult<Vec<Document>> {
-    let Some(c) = st.collection(db, coll) else {
-        return Ok(Vec::new());
+    let is_oplog = db == "local" && coll == "oplog.rs";
+    let ns = format!("{db}.{coll}");
+    let plan = plan::choose(
+        if is_oplog {
+            None
+        } else {
+            st.collection(db, coll)
+        },
+        &ns,
+        req,
+    )?;
+    let oplog;
+    let source: Box<dyn DoubleEndedIterator<Item = &Document>> = if is_oplog {
+        oplog = oplog_documents(st);
+        Box::new(oplog.iter())
+    } else {
+        let Some(c) = st.collection(db, coll) else {
+            return Ok(Vec::new());
+        };
+        Box::new(c.iter().map(|(_, d)| d))
     };
     let natural = sort.and_then(|s| s.get("$natural")).map(|v| {
         v.as_f64().unwrap_or(1.0) < 0.0 || v.as_i32() == Some(-1) || v.as_i64() == Some(-1)
     });
-    let mut out: Vec<Document> = Vec::new();
     let sort_spec = match sort {
         Some(s) if natural.is_none() && !s.is_empty() => Some(SortSpec::parse(s)?),
         _ => None,
     };
-    // Without a sort, stop scanning as soon as skip + limit documents matched.
-    let enough = if sort_spec.is_none() {
+    let index_scan = matches!(plan, Plan::IxScan { .. });
+    // Without a sort, a collection scan stops as soon as skip + limit documents matched.
+    let enough = if sort_spec.is_none() && !index_scan {
         limit.map(|l| l + skip)
     } else {
         None
     };
-    let iter: Box<dyn Iterator<Item = (u64, &Document)>> = if natural == Some(true) {
-        Box::new(c.iter().rev())
+    let reverse = natural == Some(true) || matches!(plan, Plan::CollScan { reverse: true });
+    let iter: Box<dyn Iterator<Item = &Document>> = if reverse {
+        Box::new(source.rev())
     } else {
-        Box::new(c.iter())
+        source
     };
-    for (_, d) in iter {
+    let mut found: Vec<&Document> = Vec::new();
+    for d in iter {
         if filter.matches(d) {
-            out.push(d.clone());
-            if enough.is_some_and(|e| out.len() >= e) {
+            found.push(d);
+            if enough.is_some_and(|e| found.len() >= e) {
                 break;
             }
         }
     }
+    if index_scan {
+        found = plan.order(found);
+    }
+    let mut out: Vec<Document> = found.into_iter().cloned().collect();
     if let Some(spec) = sort_spec {
         out.sort_by(|a, b| spec.compare(a, b));
     }
@@ -233,6 +271,35 @@ fn take_batch(rest: &mut VecDeque<Document>, size: Option<usize>) -> Vec<Documen
 
 pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "find")?;
+    check_fields(
+        body,
+        "find",
+        true,
+        &[
+            "filter",
+            "sort",
+            "projection",
+            "hint",
+            "skip",
+            "limit",
+            "batchSize",
+            "singleBatch",
+            "min",
+            "max",
+            "allowDiskUse",
+            "noCursorTimeout",
+            "allowPartialResults",
+            "oplogReplay",
+        ],
+        &[
+            "collation",
+            "let",
+            "returnKey",
+            "showRecordId",
+            "tailable",
+            "awaitData",
+        ],
+    )?;
     let filter_doc = doc_arg(body, "filter")?.unwrap_or_default();
     let filter = Filter::parse(&filter_doc)?;
     let sort = doc_arg(body, "sort")?;
@@ -256,18 +323,19 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
     };
     let size = batch_size(int_arg(body, "batchSize")?)?;
     let ns = format!("{db}.{coll}");
+    let plan_req = PlanRequest::from_command(body, true, "find")?;
 
     let mut st = shared.lock();
-    let docs = if db == "local" && coll == "oplog.rs" {
-        // A standalone mongod keeps no oplog: the collection does not exist.
-        if shared.standalone {
-            Vec::new()
-        } else {
-            oplog_find(&st, sort.as_ref(), limit)
-        }
-    } else {
-        query(&st, db, coll, &filter, sort.as_ref(), skip as usize, limit)?
-    };
+    let docs = query(
+        &st,
+        db,
+        coll,
+        &filter,
+        sort.as_ref(),
+        skip as usize,
+        limit,
+        &plan_req,
+    )?;
     let docs: VecDeque<Document> = match &projection {
         Some(p) => docs.iter().map(|d| p.apply(d)).collect(),
         None => docs.into(),
@@ -304,27 +372,23 @@ pub fn find(shared: &Shared, body: &Document, db: &str) -> CommandResult<Documen
             kind: CursorKind::Find { rest, eof_known },
             batch_size: size,
             last_used: Instant::now(),
+            no_timeout: bool_arg(body, "noCursorTimeout"),
         })
     };
     Ok(cursor_reply(id, &ns, first, true, None))
 }
 
-/// `local.oplog.rs` answers the queries oplog-window tooling makes: newest or oldest entry.
-fn oplog_find(st: &State, sort: Option<&Document>, limit: Option<usize>) -> Vec<Document> {
-    let reverse = sort
-        .and_then(|s| s.get("$natural"))
-        .map(|v| {
-            v.as_i32() == Some(-1) || v.as_i64() == Some(-1) || v.as_f64().is_some_and(|f| f < 0.0)
-        })
-        .unwrap_or(false);
-    let limit = limit.unwrap_or(usize::MAX);
-    let entries = st.oplog.from_seq(0);
-    if reverse {
-        let all: Vec<Document> = entries.map(|e| e.to_oplog_document()).collect();
-        all.into_iter().rev().take(limit).collect()
-    } else {
-        entries.take(limit).map(|e| e.to_oplog_document()).collect()
+/// `local.oplog.rs` as a collection, oldest entry first, for tools that read the oplog window
+/// (`find` with filters, sort, `$natural`; `aggregate`). A standalone `mongod` keeps no oplog:
+/// the collection does not exist there.
+pub(crate) fn oplog_documents(st: &State) -> Vec<Document> {
+    if st.standalone {
+        return Vec::new();
     }
+    st.oplog
+        .from_seq(0)
+        .map(|e| e.to_oplog_document())
+        .collect()
 }
 
 pub async fn get_more(shared: &Arc<Shared>, body: &Document, db: &str) -> CommandResult<Document> {
@@ -573,9 +637,56 @@ fn upsert_insert(
     check_storable(&doc, 17420)?;
     st.collection_or_create(db, coll)?;
     check_valid(st, db, coll, &doc, None, bypass)?;
+    check_capped_fits(st, db, coll, &doc)?;
     st.collection_or_create(db, coll)?.insert(doc.clone())?;
     st.log(db, coll, OpKind::Insert { doc: doc.clone() });
+    trim_capped(st, db, coll);
     Ok(doc)
+}
+
+/// A capped collection's limits, if it is one.
+fn capped_limits(st: &State, db: &str, coll: &str) -> Option<(u64, Option<u64>)> {
+    let c = st.collection(db, coll)?;
+    if !matches!(c.options.get("capped"), Some(Bson::Boolean(true))) {
+        return None;
+    }
+    super::ddl::capped_limits_of(&c.options).ok()
+}
+
+/// A document larger than a capped collection's whole size cannot be inserted.
+fn check_capped_fits(st: &State, db: &str, coll: &str, doc: &Document) -> CommandResult<()> {
+    match capped_limits(st, db, coll) {
+        Some((size, _)) if crate::oplog::bson_size(doc) > size => Err(CommandError::bad_value(
+            "object to insert exceeds cappedMaxSize",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// After an insert into a capped collection: removes the oldest documents (never the newest)
+/// until it is within its size and document count, each removal a replicated delete (an oplog
+/// entry, so change streams see it), as MongoDB 7.0 does.
+fn trim_capped(st: &mut State, db: &str, coll: &str) {
+    let Some((size, max)) = capped_limits(st, db, coll) else {
+        return;
+    };
+    loop {
+        let Some(c) = st.collection(db, coll) else {
+            return;
+        };
+        let count = c.len() as u64;
+        let bytes: u64 = c.iter().map(|(_, d)| crate::oplog::bson_size(d)).sum();
+        if count <= 1 || (bytes <= size && max.is_none_or(|m| count <= m)) {
+            return;
+        }
+        let Some(oldest) = c.iter().next().map(|(r, _)| r) else {
+            return;
+        };
+        match st.collection_mut(db, coll).and_then(|c| c.remove(oldest)) {
+            Some(doc) => log_delete(st, db, coll, doc),
+            None => return,
+        }
+    }
 }
 
 fn matching_records(
@@ -585,20 +696,23 @@ fn matching_records(
     filter: &Filter,
     sort: Option<&SortSpec>,
     first_only: bool,
-) -> Vec<u64> {
+    req: &PlanRequest,
+) -> CommandResult<Vec<u64>> {
+    let plan = plan::choose(st.collection(db, coll), &format!("{db}.{coll}"), req)?;
     let Some(c) = st.collection(db, coll) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    // An `_id` equality filter is answered from the _id index, as mongod would.
+    let in_order = matches!(plan, Plan::CollScan { reverse: false });
     let mut recs: Vec<(u64, &Document)> = Vec::new();
     for (r, d) in c.iter() {
         if filter.matches(d) {
             recs.push((r, d));
-            if first_only && sort.is_none() {
+            if first_only && sort.is_none() && in_order {
                 break;
             }
         }
     }
+    let mut recs = plan.order_by(recs, |(_, d)| *d);
     if let Some(s) = sort {
         recs.sort_by(|a, b| s.compare(a.1, b.1));
     }
@@ -606,12 +720,28 @@ fn matching_records(
     if first_only {
         out.truncate(1);
     }
-    out
+    Ok(out)
 }
 
 pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "update")?;
     let updates = array_of_docs(body, "updates")?;
+    check_fields(
+        body,
+        "update",
+        true,
+        &["updates", "ordered", "bypassDocumentValidation"],
+        &["let"],
+    )?;
+    for u in &updates {
+        check_fields(
+            u,
+            "update.updates",
+            false,
+            &["q", "u", "multi", "upsert", "hint"],
+            &["collation", "arrayFilters", "c", "sort"],
+        )?;
+    }
     let ordered = body.get_bool("ordered").unwrap_or(true);
     let bypass = bool_arg(body, "bypassDocumentValidation");
     let (mut n, mut modified) = (0i32, 0i32);
@@ -632,7 +762,8 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
                     "multi update is not supported for replacement-style update",
                 ));
             }
-            let recs = matching_records(&st, db, coll, &filter, None, !multi);
+            let req = PlanRequest::from_command(u, false, "update.updates")?;
+            let recs = matching_records(&st, db, coll, &filter, None, !multi, &req)?;
             if recs.is_empty() && bool_arg(u, "upsert") {
                 let doc = upsert_insert(&mut st, db, coll, &q, &update, bypass)?;
                 upserted.push(
@@ -671,6 +802,16 @@ pub fn update(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
 pub fn delete(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "delete")?;
     let deletes = array_of_docs(body, "deletes")?;
+    check_fields(body, "delete", true, &["deletes", "ordered"], &["let"])?;
+    for d in &deletes {
+        check_fields(
+            d,
+            "delete.deletes",
+            false,
+            &["q", "limit", "hint"],
+            &["collation"],
+        )?;
+    }
     let ordered = body.get_bool("ordered").unwrap_or(true);
     let mut n = 0i32;
     let mut errors = Vec::new();
@@ -685,7 +826,8 @@ pub fn delete(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
                     "The limit field in delete objects must be 0 or 1",
                 ));
             }
-            for rec in matching_records(&st, db, coll, &filter, None, limit == 1) {
+            let req = PlanRequest::from_command(d, false, "delete.deletes")?;
+            for rec in matching_records(&st, db, coll, &filter, None, limit == 1, &req)? {
                 if let Some(doc) = st.collection_mut(db, coll).and_then(|c| c.remove(rec)) {
                     log_delete(&mut st, db, coll, doc);
                     n += 1;
@@ -717,6 +859,23 @@ pub fn find_and_modify(
 ) -> CommandResult<Document> {
     let coll = collection_arg(body, name)?;
     let q = doc_arg(body, "query")?.unwrap_or_default();
+    check_fields(
+        body,
+        name,
+        true,
+        &[
+            "query",
+            "sort",
+            "remove",
+            "update",
+            "new",
+            "fields",
+            "upsert",
+            "bypassDocumentValidation",
+            "hint",
+        ],
+        &["collation", "arrayFilters", "let"],
+    )?;
     let filter = Filter::parse(&q)?;
     let sort = match doc_arg(body, "sort")? {
         Some(s) if !s.is_empty() => Some(SortSpec::parse(&s)?),
@@ -748,8 +907,9 @@ pub fn find_and_modify(
         Some(p) => p.apply(&d),
         None => d,
     };
+    let req = PlanRequest::from_command(body, false, name)?;
     let mut st = shared.lock();
-    let rec = matching_records(&st, db, coll, &filter, sort.as_ref(), true)
+    let rec = matching_records(&st, db, coll, &filter, sort.as_ref(), true, &req)?
         .first()
         .copied();
     let reply = match (rec, update) {
@@ -790,17 +950,25 @@ pub fn find_and_modify(
 
 pub fn count(shared: &Shared, body: &Document, db: &str) -> CommandResult<Document> {
     let coll = collection_arg(body, "count")?;
+    check_fields(
+        body,
+        "count",
+        true,
+        &["query", "limit", "skip", "hint", "fields"],
+        &["collation"],
+    )?;
     let q = doc_arg(body, "query")?.unwrap_or_default();
     let filter = Filter::parse(&q)?;
     let skip = int_arg(body, "skip")?.unwrap_or(0).max(0) as usize;
     let limit = int_arg(body, "limit")?
         .filter(|l| *l != 0)
         .map(|l| l.unsigned_abs() as usize);
+    let req = PlanRequest::from_command(body, false, "count")?;
     let st = shared.lock();
     let n = match st.collection(db, coll) {
         None => 0,
-        Some(c) if q.is_empty() => c.len(),
-        Some(c) => c.iter().filter(|(_, d)| filter.matches(d)).count(),
+        Some(c) if q.is_empty() && req.hint.is_none() => c.len(),
+        Some(_) => query(&st, db, coll, &filter, None, 0, None, &req)?.len(),
     };
     let n = n.saturating_sub(skip).min(limit.unwrap_or(usize::MAX));
     Ok(doc! {"n": n as i64})

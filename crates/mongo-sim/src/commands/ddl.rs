@@ -42,13 +42,10 @@ pub fn create(shared: &Shared, body: &Document, db: &str) -> CommandResult<Docum
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     validate_collection_options(&options, "create")?;
-    for unsupported in [
-        "capped",
-        "timeseries",
-        "viewOn",
-        "clusteredIndex",
-        "encryptedFields",
-    ] {
+    if matches!(options.get("capped"), Some(Bson::Boolean(true))) {
+        capped_limits_of(&options)?;
+    }
+    for unsupported in ["timeseries", "viewOn", "clusteredIndex", "encryptedFields"] {
         if options.contains_key(unsupported)
             && !matches!(options.get(unsupported), Some(Bson::Boolean(false)))
         {
@@ -550,4 +547,40 @@ pub fn drop_indexes(shared: &Shared, body: &Document, db: &str) -> CommandResult
         st.log(db, coll, OpKind::DropIndexes { indexes: dropped });
     }
     Ok(doc! {"nIndexesWas": was})
+}
+
+/// `(size in bytes, max documents)` of a capped collection's `create` options, checked with
+/// MongoDB's errors: `size` is required (72), both must be numbers (14) and not negative (2);
+/// `max` 0 (or absent) means no document limit.
+pub fn capped_limits_of(options: &Document) -> CommandResult<(u64, Option<u64>)> {
+    let number = |k: &str| -> CommandResult<Option<f64>> {
+        match options.get(k) {
+            None => Ok(None),
+            Some(Bson::Int32(n)) => Ok(Some(*n as f64)),
+            Some(Bson::Int64(n)) => Ok(Some(*n as f64)),
+            Some(Bson::Double(n)) => Ok(Some(*n)),
+            Some(other) => Err(CommandError::type_mismatch(format!(
+                "BSON field 'create.{k}' is the wrong type '{:?}', expected types '[long, int, decimal, double]'",
+                other.element_type()
+            ))),
+        }
+    };
+    let size = number("size")?.ok_or_else(|| {
+        CommandError::new(
+            codes::INVALID_OPTIONS,
+            "the 'size' field is required when 'capped' is true",
+        )
+    })?;
+    if size.is_nan() || size < 0.0 {
+        return Err(CommandError::bad_value(format!(
+            "BSON field 'create.size' value must be >= 0, actual value '{size}'"
+        )));
+    }
+    let max = number("max")?;
+    if max.is_some_and(|m| m.is_nan() || m < 0.0) {
+        return Err(CommandError::bad_value(
+            "max in a capped collection has to be >= 0",
+        ));
+    }
+    Ok((size as u64, max.map(|m| m as u64).filter(|m| *m > 0)))
 }

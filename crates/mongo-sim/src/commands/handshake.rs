@@ -140,6 +140,18 @@ pub fn server_status(shared: &Shared) -> Document {
         },
     };
     if !shared.standalone {
+        let st = shared.lock();
+        d.insert(
+            "oplogTruncation",
+            doc! {
+                "totalTimeProcessingMicros": 0i64,
+                "processingMethod": "scanning",
+                "oplogMinRetentionHours": st.oplog.min_retention_hours(),
+                "totalTimeTruncatingMicros": 0i64,
+                "truncateCount": st.oplog.truncations() as i64,
+            },
+        );
+        drop(st);
         d.insert(
             "repl",
             doc! {"setName": SET_NAME, "isWritablePrimary": true, "hosts": [shared.host.clone()], "primary": shared.host.clone(), "me": shared.host.clone()},

@@ -7,7 +7,9 @@ mod admin;
 mod aggregate;
 mod crud;
 mod ddl;
+mod explain;
 mod handshake;
+mod plan;
 
 use crate::error::{codes, CommandError, CommandResult};
 use crate::state::{OpCounters, Shared};
@@ -77,7 +79,14 @@ pub async fn execute(shared: &Arc<Shared>, conn: &mut Conn, body: Document, db: 
         return Outcome::Reply(finish(shared, err.to_document()));
     }
 
-    let result = run(shared, conn, &name, &body, db).await;
+    let started = std::time::Instant::now();
+    let (opid, kill) = register_op(shared, conn, &name, &body, db);
+    let result = tokio::select! {
+        r = run(shared, conn, &name, &body, db) => r,
+        _ = kill.notified() => Err(interrupted(shared, &name, &body)),
+    };
+    shared.ops().remove(&opid);
+    record_latency(shared, &name, &body, db, started.elapsed());
     let mut reply = match result {
         Ok(mut d) => {
             if !d.contains_key("ok") {
@@ -108,12 +117,14 @@ const COMMANDS: &[&str] = &[
     "count",
     "create",
     "createIndexes",
+    "currentOp",
     "dataSize",
     "dbStats",
     "delete",
     "dropIndexes",
     "drop",
     "dropDatabase",
+    "explain",
     "endSessions",
     "find",
     "findAndModify",
@@ -125,6 +136,7 @@ const COMMANDS: &[&str] = &[
     "insert",
     "isMaster",
     "killCursors",
+    "killOp",
     "killSessions",
     "listCollections",
     "listCommands",
@@ -135,6 +147,7 @@ const COMMANDS: &[&str] = &[
     "refreshSessions",
     "renameCollection",
     "replSetGetStatus",
+    "replSetResizeOplog",
     "serverStatus",
     "update",
     "validate",
@@ -237,7 +250,9 @@ async fn run(
         "delete" => crud::delete(shared, body, db),
         "findAndModify" | "findandmodify" => crud::find_and_modify(shared, body, db, name),
         "count" => crud::count(shared, body, db),
+        "aggregate" if bool_arg(body, "explain") => explain::aggregate_explain(shared, body, db),
         "aggregate" => aggregate::aggregate(shared, body, db),
+        "explain" => explain::explain(shared, body, db),
         "create" => ddl::create(shared, body, db),
         "drop" => ddl::drop(shared, body, db),
         "dropDatabase" => ddl::drop_database(shared, db),
@@ -251,17 +266,109 @@ async fn run(
         "getParameter" => admin::get_parameter(shared, body, db),
         "hostInfo" => Ok(admin::host_info(shared)),
         "replSetGetStatus" => admin::repl_set_get_status(shared, db),
+        "replSetResizeOplog" => admin::repl_set_resize_oplog(shared, body, db),
         "dbStats" | "dbstats" => admin::db_stats(shared, body, db),
         "collStats" | "collstats" => admin::coll_stats(shared, body, db),
         "dataSize" | "datasize" => admin::data_size(shared, body),
         "validate" => admin::validate(shared, body, db),
         "profile" => admin::profile(body),
         "listCommands" => Ok(admin::list_commands(COMMANDS)),
+        "currentOp" => admin::current_op(shared, body, db),
+        "killOp" => admin::kill_op(shared, body, db),
         other => Err(CommandError::new(
             codes::COMMAND_NOT_FOUND,
             format!("no such command: '{other}'"),
         )),
     }
+}
+
+/// Lists the command for `currentOp` until it ends; `killOp` of its opid interrupts it.
+fn register_op(
+    shared: &Shared,
+    conn: &Conn,
+    name: &str,
+    body: &Document,
+    db: &str,
+) -> (u32, Arc<tokio::sync::Notify>) {
+    let opid = shared
+        .next_opid
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut command = Document::new();
+    if let Some((k, v)) = body.iter().next() {
+        command.insert(k.clone(), v.clone());
+    }
+    let coll = match name {
+        "getMore" => body.get_str("collection").ok(),
+        _ => body.get_str(name).ok(),
+    };
+    if name == "getMore" {
+        if let Some(c) = coll {
+            command.insert("collection", c);
+        }
+    }
+    command.insert("$db", db);
+    let ns = match coll {
+        Some(c) => format!("{db}.{c}"),
+        None => format!("{db}.$cmd"),
+    };
+    let kill = Arc::new(tokio::sync::Notify::new());
+    shared.ops().insert(
+        opid,
+        crate::state::RunningOp {
+            conn: conn.id,
+            app_name: conn.app_name.clone(),
+            ns,
+            command,
+            started: std::time::Instant::now(),
+            kill: kill.clone(),
+        },
+    );
+    (opid, kill)
+}
+
+/// A command ended by `killOp`: 11601 Interrupted. An interrupted `getMore` takes its cursor
+/// with it, as on MongoDB.
+fn interrupted(shared: &Shared, name: &str, body: &Document) -> CommandError {
+    if name == "getMore" {
+        let id = match body.get("getMore") {
+            Some(Bson::Int64(i)) => Some(*i),
+            Some(Bson::Int32(i)) => Some(*i as i64),
+            _ => None,
+        };
+        if let Some(id) = id {
+            shared.lock().cursors.remove(id);
+        }
+    }
+    CommandError::new(codes::INTERRUPTED, "operation was interrupted")
+}
+
+/// Counts a command against its collection, as MongoDB's `Top` does for `latencyStats`:
+/// reads (`find`, `getMore`, `aggregate`, `count`), writes (`insert`, `update`, `delete`,
+/// `findAndModify`) and other commands naming a collection.
+fn record_latency(
+    shared: &Shared,
+    name: &str,
+    body: &Document,
+    db: &str,
+    took: std::time::Duration,
+) {
+    let coll = match name {
+        "getMore" => body.get_str("collection").ok(),
+        _ => body.get_str(name).ok(),
+    };
+    let Some(coll) = coll.filter(|c| !c.is_empty()) else {
+        return;
+    };
+    let micros = took.as_micros().min(u64::MAX as u128) as u64;
+    let mut st = shared.lock();
+    let l = st.latency.entry(format!("{db}.{coll}")).or_default();
+    let slot = match name {
+        "find" | "getMore" | "aggregate" | "count" => &mut l.reads,
+        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" => &mut l.writes,
+        _ => &mut l.commands,
+    };
+    slot.0 += micros;
+    slot.1 += 1;
 }
 
 fn count(shared: &Shared, name: &str) {
@@ -328,6 +435,67 @@ fn is_not_primary_error(code: i32) -> bool {
 }
 
 // ---- small shared helpers for the command modules ----
+
+/// The generic arguments every command accepts beside its own fields (MongoDB's
+/// `generic_argument.idl`).
+pub(crate) fn is_generic_argument(key: &str) -> bool {
+    key.starts_with('$')
+        || matches!(
+            key,
+            "lsid"
+                | "txnNumber"
+                | "autocommit"
+                | "startTransaction"
+                | "stmtId"
+                | "comment"
+                | "maxTimeMS"
+                | "readConcern"
+                | "writeConcern"
+                | "apiVersion"
+                | "apiStrict"
+                | "apiDeprecationErrors"
+                | "maxTimeMSOpOnly"
+                | "clientOperationKey"
+                | "mayBypassWriteBlocking"
+                | "allowImplicitCollectionCreation"
+        )
+}
+
+/// Checks the fields of a command (or of one `updates`/`deletes` statement, `skip_first` false)
+/// so nothing is accepted and silently ignored: `implemented` fields are honoured; `unsupported`
+/// are MongoDB options mongo-sim does not implement, refused with 2 BadValue naming them (a
+/// `collation` of `{locale: "simple"}`, the default, is accepted); anything else that is not a
+/// generic argument is MongoDB's 40415 for an unknown field.
+pub(crate) fn check_fields(
+    body: &Document,
+    ctx: &str,
+    skip_first: bool,
+    implemented: &[&str],
+    unsupported: &[&str],
+) -> CommandResult<()> {
+    for (key, value) in body.iter().skip(usize::from(skip_first)) {
+        if implemented.contains(&key.as_str()) || (skip_first && is_generic_argument(key)) {
+            continue;
+        }
+        if key == "collation" {
+            if let Bson::Document(c) = value {
+                if c.is_empty() || (c.len() == 1 && c.get_str("locale") == Ok("simple")) {
+                    continue;
+                }
+            }
+        }
+        if unsupported.contains(&key.as_str()) {
+            return Err(CommandError::bad_value(format!(
+                "'{key}' ({ctx}.{key}) is not supported by mongo-sim"
+            )));
+        }
+        return Err(CommandError::new(
+            codes::LOCATION_40415,
+            format!("BSON field '{ctx}.{key}' is an unknown field."),
+        ));
+    }
+    Ok(())
+}
 
 /// The collection name a command addresses (`{find: "c"}`), validated.
 pub(crate) fn collection_arg<'a>(body: &'a Document, name: &str) -> CommandResult<&'a str> {

@@ -193,6 +193,17 @@ impl Stage {
             }
             "$replaceWith" => Ok(Stage::ReplaceRoot(Expr::parse(arg)?)),
             "$group" => Ok(Stage::Group(Group::parse(arg)?)),
+            // `aggregate` takes a leading `$collStats` off before parsing the rest.
+            "$collStats" => Err(CommandError::new(
+                40602,
+                "$collStats is only valid as the first stage in a pipeline",
+            )),
+            // A change stream takes this stage off before parsing the rest; anywhere else
+            // MongoDB refuses it (`Pipeline::validateCommon`).
+            crate::changestream::SPLIT_STAGE => Err(CommandError::new(
+                codes::ILLEGAL_OPERATION,
+                "$changeStreamSplitLargeEvent can only be used in a $changeStream pipeline",
+            )),
             other => Err(CommandError::new(
                 codes::UNRECOGNIZED_PIPELINE_STAGE,
                 format!("Unrecognized pipeline stage name: '{other}'"),

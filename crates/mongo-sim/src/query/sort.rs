@@ -197,6 +197,20 @@ impl SortSpec {
         Ordering::Equal
     }
 
+    /// Compares a document's key with a bound given as its values in key order (the `min`/
+    /// `max` of a hinted index scan), in the index's order.
+    pub fn compare_to_bound(&self, doc: &Document, bound: &Document) -> Ordering {
+        let b: Vec<KeyVal> = bound.values().map(KeyVal::Val).collect();
+        self.cmp_keys(&self.key_values(doc), &b)
+    }
+
+    /// Compares two bounds (values in key order) in the index's order.
+    pub fn compare_bounds(&self, a: &Document, b: &Document) -> Ordering {
+        let a: Vec<KeyVal> = a.values().map(KeyVal::Val).collect();
+        let b: Vec<KeyVal> = b.values().map(KeyVal::Val).collect();
+        self.cmp_keys(&a, &b)
+    }
+
     /// Compares two documents under this sort.
     pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
         self.cmp_keys(&self.key_values(a), &self.key_values(b))

@@ -144,3 +144,35 @@ def test_validator_refuses_with_121(client):
     assert e.value.code == 121
     assert e.value.details["errInfo"]["failingDocumentId"] == 1
     db.c.insert_one({"_id": 2, "a": 1})
+
+
+def test_resize_oplog_shrink_loses_history():
+    # A sim of its own: the shrink must not reach the other tests' streams.
+    sim = Sim()
+    c = MongoClient(sim.uri, serverSelectionTimeoutMS=10_000)
+    try:
+        db = c.fid_resize
+        with db.c.watch(max_await_time_ms=100) as cs:
+            db.c.insert_one({"_id": 0})
+            (first,) = next_changes(cs, 1)
+        db.c.insert_many([{"_id": i} for i in range(1, 11)])
+        with pytest.raises(OperationFailure) as e:
+            c.admin.command("replSetResizeOplog", 1, size=900.0)
+        assert e.value.code == 51024
+        c.admin.command("replSetResizeOplog", 1, size=990.0, simMaxEvents=3)
+        assert c.local.command("collStats", "oplog.rs")["count"] == 3
+        oldest = c.local.oplog.rs.find().sort("$natural", 1).limit(1).next()
+        assert oldest["ts"] > first["clusterTime"]
+        with pytest.raises(OperationFailure) as e:
+            with db.c.watch(resume_after=first["_id"]):
+                pass
+        assert e.value.code == 286
+    finally:
+        c.close()
+        sim.stop()
+
+
+def test_split_large_event_outside_a_change_stream_is_illegal_operation(client):
+    with pytest.raises(OperationFailure) as e:
+        list(client.fid_split_plain.c.aggregate([{"$changeStreamSplitLargeEvent": {}}]))
+    assert e.value.code == 20
