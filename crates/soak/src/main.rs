@@ -81,11 +81,17 @@ struct Args {
     /// gateway closes it as a slow consumer).
     #[arg(long, default_value_t = 30)]
     slow_pause_secs: u64,
-    /// `replSetResizeOplog` size (MB) of the oplog-shrink fault, and the size restored after.
-    #[arg(long, default_value_t = 1.0)]
+    /// `replSetResizeOplog` size (MB) of the oplog-shrink fault (990 is MongoDB's minimum),
+    /// and the size restored after.
+    #[arg(long, default_value_t = 990.0)]
     oplog_shrink_mb: f64,
-    #[arg(long, default_value_t = 1024.0)]
+    #[arg(long, default_value_t = 51200.0)]
     oplog_restore_mb: f64,
+    /// On mongo-sim, the oplog entries kept while shrunk (its `simMaxEvents` extension: a
+    /// soak's oplog is far below any size MongoDB accepts, so only a count makes it bite).
+    /// Restored to the sim's default (1 000 000) after.
+    #[arg(long, default_value_t = 50)]
+    oplog_shrink_events: u64,
     /// The gateways' `SSE_HISTORY_EVENTS` (small, so that resumes also go through catch-ups).
     #[arg(long, default_value_t = 2000)]
     history_events: u64,
@@ -95,8 +101,9 @@ struct Args {
     /// A stream that sends nothing for this long (heartbeats every 5 s) is a hang.
     #[arg(long, default_value_t = 30)]
     stall_secs: u64,
-    /// Appended to the gateways' `MONGODB_URI` (e.g. `&retryReads=false`, the workaround for
-    /// the driver defect of `tests/gateway/dropped_connections.rs`).
+    /// Appended to the gateways' `MONGODB_URI` (e.g. `&maxPoolSize=4`). Not needed any more for
+    /// the driver defect of `tests/gateway/dropped_connections.rs`: the gateway now turns
+    /// retryable reads off itself.
     #[arg(long, default_value = "")]
     gateway_uri_options: String,
     /// The gateways' `RUST_LOG`.
@@ -396,6 +403,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         slow_pause: Duration::from_secs(args.slow_pause_secs),
         oplog_shrink_mb: args.oplog_shrink_mb,
         oplog_restore_mb: args.oplog_restore_mb,
+        // Only the sim knows `simMaxEvents`; a real mongod refuses it (40415).
+        oplog_shrink_events: sim.is_some().then_some(args.oplog_shrink_events),
         log: Mutex::default(),
         counters: Mutex::default(),
         errors: Mutex::default(),

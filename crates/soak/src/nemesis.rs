@@ -83,6 +83,8 @@ pub struct Nemesis {
     pub slow_pause: Duration,
     pub oplog_shrink_mb: f64,
     pub oplog_restore_mb: f64,
+    /// mongo-sim's `simMaxEvents` while shrunk; `None` against a real server.
+    pub oplog_shrink_events: Option<u64>,
     pub log: Mutex<Vec<FaultRecord>>,
     pub counters: Mutex<BTreeMap<String, u64>>,
     /// Invariant violations seen by the nemesis itself (a hang on SIGTERM, a gateway that does
@@ -460,12 +462,18 @@ impl Nemesis {
         true
     }
 
-    /// `replSetResizeOplog` (MongoDB 3.6+: `size` in MB). Until mongo-sim answers it the fault
-    /// is reported unavailable, loudly, and dropped from the run's choices.
+    /// `replSetResizeOplog` (MongoDB 3.6+: `size` in MB; on mongo-sim also `simMaxEvents`, which
+    /// truncates at once). Refused, the fault is reported unavailable, loudly, and dropped from
+    /// the run's choices.
     async fn oplog_shrink(&self) -> bool {
         let fault = Fault::OplogShrink;
         let admin = self.admin.database("admin");
-        let cmd = doc! {"replSetResizeOplog": 1, "size": self.oplog_shrink_mb};
+        let mut cmd = doc! {"replSetResizeOplog": 1, "size": self.oplog_shrink_mb};
+        let mut restore = doc! {"replSetResizeOplog": 1, "size": self.oplog_restore_mb};
+        if let Some(n) = self.oplog_shrink_events {
+            cmd.insert("simMaxEvents", n as i64);
+            restore.insert("simMaxEvents", 1_000_000_i64);
+        }
         match tokio::time::timeout(Duration::from_secs(10), admin.run_command(cmd)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -489,7 +497,6 @@ impl Nemesis {
             }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let restore = doc! {"replSetResizeOplog": 1, "size": self.oplog_restore_mb};
         let restored = matches!(
             tokio::time::timeout(Duration::from_secs(10), admin.run_command(restore)).await,
             Ok(Ok(_))
@@ -497,8 +504,10 @@ impl Nemesis {
         self.record(
             fault.name(),
             format!(
-                "oplog resized to {} MB for 5 s, restore to {} MB {}",
+                "oplog resized to {} MB{} for 5 s, restore to {} MB {}",
                 self.oplog_shrink_mb,
+                self.oplog_shrink_events
+                    .map_or(String::new(), |n| format!(" ({n} entries)")),
                 self.oplog_restore_mb,
                 if restored { "ok" } else { "FAILED" }
             ),
