@@ -429,7 +429,12 @@ async fn polling_mode_delivers_and_resumes_publishes() {
 async fn mongodb_failure_is_a_503_with_retry_after() {
     let mongo = Mongo::start("publish_503").await;
     let app = unique_name("pub503");
-    let gw = start_gateway_named(&mongo, &app, &[]).await;
+    // Error 91 (ShutdownInProgress) marks the server unknown; the driver finds it again at its
+    // next heartbeat (10 s by default, as long as the publish timeout). The gateway never
+    // retries reads, so nothing else asks for an earlier check: a short heartbeat keeps the
+    // publish after the failure from waiting for it.
+    let uri = format!("{}&heartbeatFrequencyMS=500", mongo.uri_with_app_name(&app));
+    let gw = start_gateway_named(&mongo, &app, &[("MONGODB_URI", uri.as_str())]).await;
     let base = base_url(&gw);
     mongo
         .fail_point(doc! {
