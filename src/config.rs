@@ -88,7 +88,8 @@ pub struct Config {
     /// `SSE_BACKLOG_CONCURRENCY`: `?backlog=` queries and streams running at once; more wait
     /// in a line of `SSE_CATCHUP_QUEUE`, beyond which new ones get `backlog_busy`.
     pub backlog_concurrency: usize,
-    /// `SSE_MODE`, `SSE_PROBE_INTERVAL_SECS`, `SSE_POLL_INTERVAL_MS`, `SSE_POLL_OVERLAP_MS`.
+    /// `SSE_MODE`, `SSE_PROBE_INTERVAL_SECS`, `SSE_POLL_INTERVAL_MS`, `SSE_POLL_OVERLAP_MS`,
+    /// `SSE_POLL_SETTLE_MS`.
     pub source: SourceConfig,
     /// `SSE_AUTH`.
     pub auth: AuthMode,
@@ -182,6 +183,7 @@ pub const VARS: &[&str] = &[
     "SSE_PROBE_INTERVAL_SECS",
     "SSE_POLL_INTERVAL_MS",
     "SSE_POLL_OVERLAP_MS",
+    "SSE_POLL_SETTLE_MS",
     "SSE_AUTH",
     "SSE_JWT_ALGORITHM",
     "SSE_JWT_SECRET",
@@ -229,6 +231,7 @@ struct Raw {
     sse_probe_interval_secs: Option<String>,
     sse_poll_interval_ms: Option<String>,
     sse_poll_overlap_ms: Option<String>,
+    sse_poll_settle_ms: Option<String>,
     sse_auth: Option<String>,
     sse_jwt_algorithm: Option<String>,
     sse_jwt_secret: Option<String>,
@@ -665,6 +668,19 @@ fn source_config(raw: &Raw) -> Result<SourceConfig, ConfigError> {
         0,
         86_400_000,
     )?;
+    let poll_settle = int(
+        "SSE_POLL_SETTLE_MS",
+        raw.sse_poll_settle_ms.as_deref(),
+        1000,
+        0,
+        3_600_000,
+    )?;
+    if poll_settle > poll_overlap {
+        return Err(ConfigError::new(
+            "SSE_POLL_SETTLE_MS",
+            format!("must not exceed SSE_POLL_OVERLAP_MS ({poll_overlap}), got {poll_settle}"),
+        ));
+    }
     Ok(SourceConfig {
         mode,
         probe_interval: Duration::from_secs(int(
@@ -677,6 +693,7 @@ fn source_config(raw: &Raw) -> Result<SourceConfig, ConfigError> {
         poll_interval: Duration::from_millis(poll_interval),
         // The window works in whole seconds (ObjectIds carry seconds): round up.
         poll_overlap: Duration::from_secs(poll_overlap.div_ceil(1000)),
+        poll_settle: Duration::from_secs(poll_settle.div_ceil(1000)),
     })
 }
 

@@ -150,6 +150,9 @@ struct Inner {
     mode: Option<Mode>,
     /// The documents delivered within the polling overlap window (see `crate::delivered`).
     delivered: Delivered,
+    /// The latest poller's origin: whose late counts this gateway's memory holds (the current
+    /// segment's when polling, the previous one's after switching back).
+    poll_origin: Option<u32>,
 }
 
 impl Inner {
@@ -253,7 +256,7 @@ pub enum Start {
     /// will arrive live).
     CatchUp {
         from: Position,
-        delivered: Option<crate::delivered::Snapshot>,
+        delivered: Option<Box<crate::delivered::Snapshot>>,
     },
 }
 
@@ -268,6 +271,44 @@ pub struct Subscription {
     pub head: Position,
     pub start: Start,
     pub channels: Box<[Channel]>,
+    /// Set when the client's position counted late documents the way another poller did:
+    /// what the connection resumed from instead (see [`Recount`]).
+    pub recount: Option<Recount>,
+}
+
+/// A polling position whose late count is another poller's (another gateway's, or an earlier
+/// poller of this one): which late documents the client has is unknown. The connection
+/// resumes after every late document this gateway delivered at that cursor (none is repeated)
+/// and is told with a `gap` (`late_order_unknown`) that some may be missing.
+#[derive(Debug, Clone)]
+pub struct Recount {
+    /// The client's `Last-Event-ID`.
+    pub asked: Position,
+    /// The same cursor, after all of this gateway's late documents there (or the head, if
+    /// the head is not past them).
+    pub from: Position,
+}
+
+impl Recount {
+    fn of(pos: &Position, origin: Option<u32>, head: &Position) -> Option<Recount> {
+        let c = pos.polling()?;
+        if c.counted_by_origin(origin) {
+            return None;
+        }
+        let mut from = Position::Polling(crate::position::PollCursor::counted_by(
+            c.fingerprint(),
+            c.high(),
+            u32::MAX,
+            origin,
+        ));
+        if from > *head {
+            from = head.clone();
+        }
+        Some(Recount {
+            asked: pos.clone(),
+            from,
+        })
+    }
 }
 
 impl Drop for Subscription {
@@ -299,6 +340,7 @@ impl Hub {
                 state: SourceState::Starting,
                 mode: None,
                 delivered: Delivered::default(),
+                poll_origin: None,
             }),
             fanout: Mutex::new(Targets::default()),
             history_capacity: history.into(),
@@ -376,6 +418,9 @@ impl Hub {
                 true
             }
         };
+        if let Some(origin) = start.polling().and_then(|c| c.origin()) {
+            inner.poll_origin = Some(origin);
+        }
         inner.state = SourceState::Running;
         inner.mode = Some(mode);
         self.metrics.mode(mode.name(), switched);
@@ -548,12 +593,14 @@ impl Hub {
             return Err(SubscribeError::NotReady(why));
         };
         let head = history.head().clone();
+        let recount = resume.and_then(|pos| Recount::of(pos, inner.poll_origin, &head));
+        let resume = recount.as_ref().map(|r| &r.from).or(resume);
         let snapshot = resume.map(|pos| (pos, history.snapshot()));
         // A polling catch-up needs what was delivered where, taken with the head: decided
         // here from the same snapshot (a few comparisons), used below only on a catch-up.
         let delivered = match &snapshot {
             Some((pos, snap)) if head.polling().is_some() && !snap.reaches(pos) => {
-                Some(inner.delivered_snapshot())
+                Some(Box::new(inner.delivered_snapshot()))
             }
             _ => None,
         };
@@ -593,6 +640,7 @@ impl Hub {
             head,
             start,
             channels,
+            recount,
         })
     }
 

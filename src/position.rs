@@ -19,6 +19,14 @@
 //!   cursor, from a writer that committed after a newer one) since the cursor last moved.
 //!   Positions of one gateway are totally ordered by `(OID, N)`.
 //!
+//!   A late count means something only to the poller that counted: another gateway (or a
+//!   later poller of the same one) sees late documents at other moments, in another order.
+//!   So a position with `N > 0` names its counter: `p.<FP>.<OID>.<N>.<ORIGIN>`, `<ORIGIN>`
+//!   8 hex digits drawn when a poller starts. A gateway resuming a count that is not its own
+//!   cannot tell which late documents the client has, and says so (a `gap`,
+//!   `late_order_unknown`) instead of guessing. With `N = 0` there is nothing to interpret and
+//!   no origin is written.
+//!
 //! Positions of different kinds are incomparable ([`Position::cmp_same_kind`] returns `None`):
 //! crossing modes is handled on purpose by the history and the stream, never by comparison.
 //!
@@ -58,26 +66,75 @@ pub enum PositionKind {
 }
 
 /// Where the poller is: see the module documentation for the encoding.
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// Equal when the encodings are: the origin of a position without late documents is not part
+/// of it.
+#[derive(Clone)]
 pub struct PollCursor {
     encoded: Arc<str>,
     fingerprint: u32,
     high: Option<bson::oid::ObjectId>,
     late: u32,
+    /// The poller that counted `late` (see the module documentation); `None` when unknown.
+    origin: Option<u32>,
+}
+
+impl PartialEq for PollCursor {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded == other.encoded
+    }
+}
+
+impl Eq for PollCursor {}
+
+impl std::hash::Hash for PollCursor {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.encoded.hash(state);
+    }
 }
 
 impl PollCursor {
+    /// A cursor without an origin: for positions without late documents (their origin is not
+    /// written), or a late count of unknown origin.
     pub fn new(fingerprint: u32, high: Option<bson::oid::ObjectId>, late: u32) -> PollCursor {
+        PollCursor::counted_by(fingerprint, high, late, None)
+    }
+
+    /// A cursor whose late count was counted by the poller `origin`.
+    pub fn counted_by(
+        fingerprint: u32,
+        high: Option<bson::oid::ObjectId>,
+        late: u32,
+        origin: Option<u32>,
+    ) -> PollCursor {
         let oid = match high {
             Some(o) => o.to_hex().to_ascii_uppercase(),
             None => "-".to_owned(),
         };
+        let encoded = match origin {
+            Some(o) if late > 0 => {
+                format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}.{o:08X}")
+            }
+            _ => format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}"),
+        };
         PollCursor {
-            encoded: Arc::from(format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}")),
+            encoded: Arc::from(encoded),
             fingerprint,
             high,
             late,
+            origin,
         }
+    }
+
+    /// The poller that counted the late documents, when known.
+    pub fn origin(&self) -> Option<u32> {
+        self.origin
+    }
+
+    /// Whether the late count, if any, is one the poller `origin` counted: a position without
+    /// late documents is everyone's.
+    pub fn counted_by_origin(&self, origin: Option<u32>) -> bool {
+        self.late == 0 || (self.origin.is_some() && self.origin == origin)
     }
 
     pub fn fingerprint(&self) -> u32 {
@@ -97,13 +154,17 @@ impl PollCursor {
         let body = &s[POLLING_PREFIX.len()..];
         let bad = || {
             PositionError::TokenShape(
-                "polling position must be p.<8 hex>.<24 hex or ->.<hex>".into(),
+                "polling position must be p.<8 hex>.<24 hex or ->.<hex>[.<8 hex>]".into(),
             )
         };
         let mut parts = body.split('.');
-        let (Some(fp), Some(oid), Some(late), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(fp), Some(oid), Some(late), origin, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad());
         };
         let upper_hex =
@@ -120,7 +181,15 @@ impl PollCursor {
         };
         let fingerprint = u32::from_str_radix(fp, 16).map_err(|_| bad())?;
         let late = u32::from_str_radix(late, 16).map_err(|_| bad())?;
-        let cursor = PollCursor::new(fingerprint, high, late);
+        let origin = match origin {
+            None => None,
+            Some(o) if o.len() == 8 && upper_hex(o) => {
+                Some(u32::from_str_radix(o, 16).map_err(|_| bad())?)
+            }
+            Some(_) => return Err(bad()),
+        };
+        // An origin without late documents would be a second spelling: refused below.
+        let cursor = PollCursor::counted_by(fingerprint, high, late, origin);
         // One spelling per position: "0A" and "A" are the same counter, only "A" is canonical.
         if &*cursor.encoded != s {
             return Err(bad());
@@ -491,6 +560,23 @@ mod tests {
             p2.encode(),
             format!("p.{fp:08X}.65A1B2C3D4E5F60718293A4B.B")
         );
+        // A late count names the poller that counted it; without late documents there is no
+        // origin to write.
+        let counted = Position::Polling(PollCursor::counted_by(fp, Some(a), 11, Some(0xA1)));
+        assert_eq!(
+            counted.encode(),
+            format!("p.{fp:08X}.65A1B2C3D4E5F60718293A4B.B.000000A1")
+        );
+        assert_eq!(&Position::decode(counted.encode()).unwrap(), &counted);
+        assert_eq!(counted.polling().unwrap().origin(), Some(0xA1));
+        assert_eq!(counted.cmp_same_kind(&p2), Some(std::cmp::Ordering::Equal));
+        assert_ne!(counted, p2);
+        let uncounted = Position::Polling(PollCursor::counted_by(fp, Some(a), 0, Some(0xA1)));
+        assert_eq!(uncounted, p1);
+        assert!(p1.polling().unwrap().counted_by_origin(Some(7)));
+        assert!(counted.polling().unwrap().counted_by_origin(Some(0xA1)));
+        assert!(!counted.polling().unwrap().counted_by_origin(Some(0xA2)));
+        assert!(!p2.polling().unwrap().counted_by_origin(Some(0xA1)));
         let other = Position::Polling(PollCursor::new(fp ^ 1, Some(a), 0));
         assert_eq!(p1.cmp_same_kind(&other), None);
         assert_eq!(p1.cmp_same_kind(&pos(REAL)), None);
@@ -503,6 +589,10 @@ mod tests {
             "p.00000000.65a1b2c3d4e5f60718293a4b.0",
             "p.00000000.-.0.1",
             "p.00000000.-.123456789",
+            "p.00000000.-.0.000000A1",
+            "p.00000000.-.1.A1",
+            "p.00000000.-.1.000000a1",
+            "p.00000000.-.1.000000A1.0",
         ] {
             assert!(Position::decode(bad).is_err(), "{bad}");
         }

@@ -1271,3 +1271,207 @@ async fn a_poll_fetches_only_new_documents_not_the_whole_window() {
     );
     gw.shutdown().await;
 }
+
+/// The next `n` data messages, skipping `mode` events (a `gap` fails the test).
+async fn read_connected_n(sse: &mut Sse, n: usize) -> Vec<Ev> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match next_data(sse).await {
+            Ok(ev) => out.push(ev),
+            Err(e) => panic!("{} of {n} messages, then {e:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// A document `_id` in second `secs` whose middle bytes are `process`: writers in different
+/// processes make ObjectIds that sort by process, not by time, within a second.
+fn oid_in(secs: u32, process: u8, counter: u8) -> ObjectId {
+    let mut b = [process; 12];
+    b[..4].copy_from_slice(&secs.to_be_bytes());
+    b[9] = 0;
+    b[10] = 0;
+    b[11] = counter;
+    ObjectId::from_bytes(b)
+}
+
+/// Found by the chaos soak (seed 2026 and seed 12): a polling id counts the documents
+/// delivered late since the cursor last moved, in the order *its* gateway saw them. Another
+/// gateway saw them at other moments: the same count names other documents there. Resumed
+/// on it, the client got documents twice and lost others — seconds of them after a switch to
+/// polling, when the change stream's tail arrives late. Here gateway A sees two batches of
+/// late documents one after the other, B (whose polls fail meanwhile) both at once, in
+/// `_id` order: A's "15 late documents" are B's *other* 15. Resumed on B, the id must get a
+/// `gap` (`late_order_unknown`) and nothing repeated; resumed on A it stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_count_from_another_gateway_is_a_gap_not_a_guess() {
+    let Some(mongo) = standalone("poll_late_count").await else {
+        return;
+    };
+    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
+    let (app_a, app_b) = (unique_name("gwlca"), unique_name("gwlcb"));
+    let a = start_gateway_named(&mongo, &app_a, &extra).await;
+    let b = start_gateway_named(&mongo, &app_b, &extra).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
+    expect_mode(&mut on_a).await;
+    expect_mode(&mut on_b).await;
+
+    let cursor = ObjectId::new();
+    let mut first = log_doc("w1", "f1", 0);
+    first.insert("_id", cursor);
+    mongo.insert_many(vec![first]).await;
+    assert_eq!(seqs(&data(&mut on_a, 1).await), [0]);
+    assert_eq!(seqs(&data(&mut on_b, 1).await), [0]);
+
+    // B's polls fail from here on.
+    mongo
+        .fail_point(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["find"], "errorCode": 6, "appName": &app_b},
+        })
+        .await;
+    eventually(WAIT, "gateway B's polls to fail", || {
+        matches!(b.hub.state(), SourceState::Down(_)).then_some(())
+    })
+    .await;
+    // Two batches of documents made a second before the cursor (late), the second batch
+    // from a "process" whose ObjectIds sort first.
+    let secs = cursor.timestamp().timestamp_millis() / 1000 - 1;
+    let batch = |process: u8, seqs: std::ops::Range<i64>| -> Vec<Document> {
+        seqs.enumerate()
+            .map(|(i, seq)| {
+                let mut d = log_doc("w1", "f1", seq);
+                d.insert("_id", oid_in(secs as u32, process, i as u8));
+                d
+            })
+            .collect()
+    };
+    mongo.insert_many(batch(0xEE, 1..16)).await;
+    let on_a_first = data(&mut on_a, 15).await;
+    assert_eq!(seqs(&on_a_first), (1..16).collect::<Vec<_>>());
+    let asked = on_a_first[14].id.clone();
+    assert_eq!(
+        position(&asked).polling().map(|c| c.late()),
+        Some(15),
+        "{asked}"
+    );
+    mongo.insert_many(batch(0x11, 16..31)).await;
+    assert_eq!(
+        seqs(&data(&mut on_a, 15).await),
+        (16..31).collect::<Vec<_>>()
+    );
+
+    assert!(fail_point_off(&mongo).await > 0);
+    // B sees both batches in one poll, in `_id` order: the second batch first.
+    let on_b_late = data(&mut on_b, 30).await;
+    let mut want: Vec<i64> = (16..31).collect();
+    want.extend(1..16);
+    assert_eq!(seqs(&on_b_late), want);
+
+    // On B, A's count means nothing: a gap first, then only what is new.
+    let mut resumed_b = Sse::subscribe(&base_b, &["logs:w1"], Some(&asked)).await;
+    let gap = loop {
+        let ev = within(WAIT, "the gap", resumed_b.next_event(WAIT))
+            .await
+            .unwrap_or_else(|e| panic!("resumed on B: {e:?}"));
+        match ev.event.as_str() {
+            "mode" => continue,
+            "gap" => break json_of(&ev),
+            _ => panic!("resumed on B with another gateway's late count: {ev:?} before a gap"),
+        }
+    };
+    assert_eq!(gap["reason"], "late_order_unknown", "{gap}");
+    assert_eq!(gap["last_event_id"], asked.as_str());
+    // On A, its own count: exact.
+    let mut resumed_a = Sse::subscribe(&base_a, &["logs:w1"], Some(&asked)).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut resumed_a, 15).await),
+        (16..31).collect::<Vec<_>>()
+    );
+
+    mongo.insert("w1", "f1", 31).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut resumed_b, 1).await),
+        [31],
+        "nothing repeated on B"
+    );
+    assert_eq!(seqs(&read_connected_n(&mut resumed_a, 1).await), [31]);
+    for sse in [&mut resumed_a, &mut resumed_b] {
+        sse.expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+            .await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Found by the chaos soak (seed 12, 200 readers): ObjectIds made in different processes
+/// sort by process within a second, so a poll that ran between two writers' inserts of one
+/// second delivered the second writer's documents "late" — most polls did, with several
+/// writers — and a late count is only meaningful on the gateway that counted it: resumed
+/// elsewhere, documents were repeated. Polls now deliver a second only once it has settled
+/// (`SSE_POLL_SETTLE_MS`), whole and in `_id` order, the same on every gateway: here a
+/// document of a "later" process commits first and one of an "earlier" process after it,
+/// and the ids still resume exactly on the other gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn polls_deliver_settled_seconds_in_id_order_so_ids_resume_anywhere() {
+    let Some(mongo) = standalone("poll_settled").await else {
+        return;
+    };
+    let a = start_gateway(&mongo, &vars(&[])).await;
+    let b = start_gateway(&mongo, &vars(&[])).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    expect_mode(&mut on_a).await;
+
+    // A second just ahead of the clock (within its 2 s tolerance), so it cannot settle
+    // while the test writes it.
+    let secs = (ObjectId::new().timestamp().timestamp_millis() / 1000 + 1) as u32;
+    let batch = |process: u8, seqs: std::ops::Range<i64>| -> Vec<Document> {
+        seqs.enumerate()
+            .map(|(i, seq)| {
+                let mut d = log_doc("w1", "f1", seq);
+                d.insert("_id", oid_in(secs, process, i as u8));
+                d
+            })
+            .collect()
+    };
+    mongo.insert_many(batch(0xEE, 0..10)).await;
+    // Two polls of A see the first batch before the second commits.
+    let polls = Stats::get(&a.source_stats.poll.polls);
+    eventually(WAIT, "two more polls", || {
+        (Stats::get(&a.source_stats.poll.polls) >= polls + 2).then_some(())
+    })
+    .await;
+    mongo.insert_many(batch(0x11, 10..20)).await;
+
+    let got = read_connected_n(&mut on_a, 20).await;
+    let mut in_id_order: Vec<i64> = (10..20).collect();
+    in_id_order.extend(0..10);
+    assert_eq!(seqs(&got), in_id_order, "one settled second, in _id order");
+    for ev in &got {
+        assert_eq!(
+            position(&ev.id).polling().map(|c| c.late()),
+            Some(0),
+            "{}",
+            ev.id
+        );
+    }
+    // Every id resumes exactly on the other gateway: the rest, no gap, nothing repeated.
+    for k in [4, 9, 14] {
+        let mut resumed = Sse::subscribe(&base_b, &["logs:w1"], Some(&got[k].id)).await;
+        let rest = read_connected_n(&mut resumed, 19 - k).await;
+        assert_eq!(
+            seqs(&rest),
+            in_id_order[k + 1..],
+            "resumed on B after event {k}"
+        );
+        resumed
+            .expect_no_event(Duration::from_millis(5 * INTERVAL_MS))
+            .await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -258,6 +258,10 @@ impl Resumer {
         resume: Option<&Position>,
         backlog: usize,
     ) -> Result<Resumed, Refusal> {
+        // A late count of another poller's: resume from what the hub made of it (see
+        // `hub::Recount`) and say so below, unless a gap is sent anyway.
+        let recount = sub.recount.take();
+        let resume = recount.as_ref().map(|rc| &rc.from).or(resume);
         let mut r = Resumed {
             label: "live",
             frames: Vec::new(),
@@ -290,6 +294,7 @@ impl Resumer {
                 ResumePath::Ring
             }
             Start::CatchUp { from, delivered } => {
+                let delivered = delivered.map(|d| *d);
                 match self.catch_up(sub, &from, delivered).await {
                     Ok(replay) => {
                         hub.count_catchup(true);
@@ -324,6 +329,11 @@ impl Resumer {
                 }
             }
         };
+        if let Some(rc) = recount.as_ref().filter(|_| path != ResumePath::Gap) {
+            hub.count_gap();
+            r.frames
+                .push(gap::frame(GapReason::LateOrderUnknown, &rc.asked, &rc.from));
+        }
         if resume.is_some() {
             hub.metrics.resumed(path);
             r.label = path.as_str();

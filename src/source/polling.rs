@@ -49,9 +49,14 @@ pub struct Poller {
     db: Database,
     sources: SourceSpecs,
     overlap: Duration,
+    /// See [`Poller::poll`]; whole seconds.
+    settle: Duration,
     fingerprint: u32,
     high: Option<ObjectId>,
     late: u32,
+    /// Names this poller's late count in its positions (see `position`): drawn at random,
+    /// so that no other poller, here or on another gateway, reads the count as its own.
+    origin: u32,
     /// `(_id, source index)` delivered within the overlap window.
     seen: BTreeSet<(ObjectId, usize)>,
     /// See [`Poller::take_baseline`].
@@ -92,6 +97,20 @@ pub fn window_start(high_secs: u32, overlap: Duration) -> ObjectId {
     oid_at(high_secs.saturating_sub(overlap))
 }
 
+/// A poller's origin: 32 random bits from the standard library's per-process hash seed and
+/// the clock (no `rand` needed for a tag that must only differ between pollers).
+fn random_origin() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    let x = h.finish();
+    (x ^ (x >> 32)) as u32
+}
+
 pub fn oid_secs(oid: &ObjectId) -> u32 {
     let b = oid.bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -104,9 +123,11 @@ impl Poller {
             db,
             sources,
             overlap,
+            settle: Duration::ZERO,
             fingerprint,
             high: None,
             late: 0,
+            origin: random_origin(),
             seen: BTreeSet::new(),
             baseline: Vec::new(),
             stats,
@@ -178,24 +199,63 @@ impl Poller {
     ) -> mongodb::error::Result<Poller> {
         let mut p = Poller::new(db, sources, overlap, stats);
         p.high = Some(oid_at(secs));
+        p.scan_delivered(delivered).await?;
+        // The cursor starts at the highest `_id` the change stream delivered (within the
+        // clock horizon): what it did not deliver above that arrives in `_id` order, as on
+        // any other gateway, instead of as late documents counted in this gateway's order.
+        // The window moves with the cursor, so it is read again when it starts lower.
+        let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
+        let highest = p
+            .seen
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| oid_secs(id) <= horizon)
+            .max();
+        if let Some(m) = highest {
+            let lower = window_start(oid_secs(&m), overlap) < window_start(secs, overlap);
+            p.high = Some(m);
+            if lower {
+                p.seen.clear();
+                p.scan_delivered(delivered).await?;
+            }
+        }
+        Ok(p)
+    }
+
+    /// Marks as seen every document of the window that `delivered` holds.
+    async fn scan_delivered(
+        &mut self,
+        delivered: &HashSet<Arc<str>>,
+    ) -> mongodb::error::Result<()> {
         let mut found = Vec::new();
-        for (idx, spec) in p.sources.iter().enumerate() {
-            p.scan_window(idx, |id| {
+        for (idx, spec) in self.sources.iter().enumerate() {
+            self.scan_window(idx, |id| {
                 found.extend(id.filter(|id| {
                     delivered.contains(&document_key(&spec.collection, &Bson::ObjectId(*id)))
                 }))
             })
             .await?;
-            found.iter().for_each(|id| {
-                p.seen.insert((*id, idx));
-            });
-            found.clear();
+            for id in found.drain(..) {
+                self.seen.insert((id, idx));
+            }
         }
-        Ok(p)
+        Ok(())
+    }
+
+    /// Delivers a document only once its `_id` is `settle` old (whole seconds; see
+    /// [`Poller::poll`]).
+    pub fn settling(mut self, settle: Duration) -> Poller {
+        self.settle = settle;
+        self
     }
 
     pub fn position(&self) -> Position {
-        Position::Polling(PollCursor::new(self.fingerprint, self.high, self.late))
+        Position::Polling(PollCursor::counted_by(
+            self.fingerprint,
+            self.high,
+            self.late,
+            Some(self.origin),
+        ))
     }
 
     pub fn fingerprint(&self) -> u32 {
@@ -300,8 +360,37 @@ impl Poller {
     }
 
     /// One polling round: the new documents as events, in delivery order.
+    ///
+    /// Only documents whose `_id` second is at least the settle time old are delivered (and
+    /// those beyond the clock horizon, as late ones, see below). By then every write of that
+    /// second has committed, bar one slower than the settle time, so each poll delivers
+    /// whole seconds in `_id` order, and the same documents in the same order on every
+    /// gateway: a polling id without late documents means "everything up to this `_id`"
+    /// wherever it is resumed. Without settling, ObjectIds made in different processes —
+    /// which sort by process within a second — made most polls deliver some documents late,
+    /// counted in an order only that gateway knew.
     pub async fn poll(&mut self) -> mongodb::error::Result<Vec<Event>> {
+        let frontier = (!self.settle.is_zero()).then(|| {
+            let settle = self.settle.as_secs().min(u64::from(u32::MAX)) as u32;
+            oid_at(now_secs().saturating_sub(settle))
+        });
+        self.poll_until(frontier).await
+    }
+
+    /// A round that delivers everything committed, settled or not: the last one before a
+    /// change stream takes over.
+    pub async fn poll_all(&mut self) -> mongodb::error::Result<Vec<Event>> {
+        self.poll_until(None).await
+    }
+
+    async fn poll_until(
+        &mut self,
+        frontier: Option<ObjectId>,
+    ) -> mongodb::error::Result<Vec<Event>> {
         self.stats.polls.fetch_add(1, Ordering::Relaxed);
+        let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
+        // Beyond the horizon a document waits for nothing: it is delivered late at once.
+        let due = |id: &ObjectId| frontier.is_none_or(|f| *id < f) || oid_secs(id) > horizon;
         let mut fresh: Vec<(ObjectId, usize, Document)> = Vec::new();
         for idx in 0..self.sources.iter().count() {
             // Unseen `_id`s with no seen one between them: one range each.
@@ -314,7 +403,7 @@ impl Poller {
                     skipped += 1;
                     return;
                 };
-                if seen.contains(&(id, idx)) {
+                if seen.contains(&(id, idx)) || !due(&id) {
                     extends = false;
                 } else {
                     match runs.last_mut() {
@@ -336,7 +425,6 @@ impl Poller {
             .documents_found
             .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         let mut events = Vec::with_capacity(fresh.len());
-        let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
         for (id, idx, doc) in fresh {
             // One writer whose clock runs ahead must not move the window past everyone
             // else's documents: beyond the horizon, a document is delivered as a late one

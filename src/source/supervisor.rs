@@ -77,6 +77,9 @@ pub struct SourceConfig {
     pub probe_interval: Duration,
     pub poll_interval: Duration,
     pub poll_overlap: Duration,
+    /// `SSE_POLL_SETTLE_MS`: how old a document's `_id` must be before a poll delivers it
+    /// (see `Poller::poll`).
+    pub poll_settle: Duration,
 }
 
 /// Counters for the metrics endpoint: polls, documents found, switches (the current mode is
@@ -272,7 +275,7 @@ impl Supervisor {
             None => Poller::start_now(db, sources, overlap, stats).await,
         };
         let mut poller = match started {
-            Ok(p) => p,
+            Ok(p) => p.settling(self.config.poll_settle),
             Err(e) => {
                 tracing::warn!("cannot start polling: {e}");
                 hub.set_state(SourceState::Down(e.to_string()));
@@ -304,8 +307,9 @@ impl Supervisor {
                 next_probe = Instant::now() + self.config.probe_interval;
                 match self.watcher.open(Resume::Now).await {
                     Ok(stream) => {
-                        // Everything committed before the stream opened, delivered by polling.
-                        match poller.poll().await {
+                        // Everything committed before the stream opened, delivered by polling:
+                        // settled or not, the change stream starts after it.
+                        match poller.poll_all().await {
                             Ok(events) => {
                                 for ev in events {
                                     hub.publish(ev);
