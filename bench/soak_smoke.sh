@@ -3,7 +3,8 @@
 # the soak tool and of the gateway's delivery invariants under faults: 3 gateways, 20
 # EventSource-like readers, driver writers and /v1/publish, one fault every ~2 s (gateway
 # SIGKILL/SIGTERM and restart, dropped MongoDB connections, resumable errors, a blocked
-# getMore, change streams unavailable and back, a slow reader). The soak exits non-zero on
+# getMore, change streams unavailable and back, a slow reader, the oplog shrunk under a
+# reader kept away, which must come back to a `gap`). The soak exits non-zero on
 # any lost, duplicated or reordered event, a failed reader, a hang or a panic. SEED picks
 # the fault schedule (default 1); the output directory is kept when the run fails.
 
@@ -23,7 +24,7 @@ done
 
 if ! "$bin/soak" --duration 60 --readers 20 --gateways 3 --seed "${SEED:-1}" \
   --rate 60 --publish-rate 4 --fault-every-ms 2000 --slow-pause-secs 20 \
-  --settle-secs 60 --out "$work"; then
+  --history-events 300 --settle-secs 60 --out "$work"; then
   keep=1
   exit 1
 fi
@@ -37,8 +38,11 @@ faults = s["faults"]
 for f in ["sigkill_restart", "sigterm_restart", "close_connections",
           "change_streams_unavailable", "slow_reader", "oplog_shrink"]:
     assert faults.get(f, 0) >= 1, (f, faults)
-# mongo-sim answers replSetResizeOplog: history loss must have been exercised, not skipped.
+# mongo-sim answers replSetResizeOplog: history loss must have been exercised, not skipped,
+# and the reader kept away meanwhile must have come back to a `gap`, not a silent loss.
 assert not s["oplog_shrink_unavailable"], s["oplog_shrink_unavailable"]
+assert faults.get("oplog_shrink_gap", 0) >= 1, ("no gap after the oplog shrink", s["fault_log"])
+assert s.get("gap_events", {}).get("history_lost", 0) >= 1, s.get("gap_events")
 print(f"soak smoke: {s['committed']} events committed, {s['deliveries']} deliveries to "
       f"{s['readers']} readers, faults {faults}, nothing lost, duplicated or reordered")
 print(f"soak smoke: gap events by reason {s.get('gap_events', {})}")

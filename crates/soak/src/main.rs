@@ -410,6 +410,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         errors: Mutex::default(),
         oplog_unavailable: Mutex::default(),
         burst_seq: Mutex::default(),
+        writes: Arc::clone(&stats),
+        history_events: args.history_events,
     });
     let (stop_nemesis, nemesis_stop) = watch::channel(false);
     let nemesis_task = tokio::spawn(Arc::clone(&nemesis).run(Rng::fork(seed, 1), nemesis_stop));
@@ -554,7 +556,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
             for (seq, at) in &res.dup_examples {
                 let first = s.entries.iter().position(
-                    |e| matches!(e, check::Entry::Event { channel, seq: q } if channel == &ch && q == seq),
+                    |e| matches!(e, check::Entry::Event { channel, seq: q, .. } if channel == &ch && q == seq),
                 );
                 let between: Vec<String> = first
                     .map(|f| &s.entries[f..*at])

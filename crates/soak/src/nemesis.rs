@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bson::{doc, Document};
 use tokio::sync::watch;
 
+use crate::check::Entry;
 use crate::procs::Gateway;
 use crate::reader::{lock, Reader};
 use crate::rng::Rng;
@@ -94,6 +95,11 @@ pub struct Nemesis {
     pub oplog_unavailable: Mutex<Option<String>>,
     /// The next sequence number of the burst channel (see [`Nemesis::slow_reader`]).
     pub burst_seq: Mutex<u64>,
+    /// The writers' counters: the oplog-shrink fault waits for a reader away to fall behind
+    /// every gateway's memory.
+    pub writes: Arc<crate::writer::WriteStats>,
+    /// The gateways' `SSE_HISTORY_EVENTS`.
+    pub history_events: u64,
 }
 
 /// The channel only slow-reader candidates subscribe to: while one is paused, the nemesis
@@ -188,7 +194,7 @@ impl Nemesis {
             }
             Fault::ChangeStreamsUnavailable => self.change_streams_unavailable(rng).await,
             Fault::SlowReader => self.slow_reader(rng).await,
-            Fault::OplogShrink => self.oplog_shrink().await,
+            Fault::OplogShrink => self.oplog_shrink(rng).await,
         }
     }
 
@@ -465,9 +471,39 @@ impl Nemesis {
     /// `replSetResizeOplog` (MongoDB 3.6+: `size` in MB; on mongo-sim also `simMaxEvents`, which
     /// truncates at once). Refused, the fault is reported unavailable, loudly, and dropped from
     /// the run's choices.
-    async fn oplog_shrink(&self) -> bool {
+    async fn oplog_shrink(&self, rng: &mut Rng) -> bool {
         let fault = Fault::OplogShrink;
         let admin = self.admin.database("admin");
+        // A reader goes away until more has been written than any gateway remembers, so that
+        // when it comes back its position is only in the oplog, which is then shrunk below it.
+        let live: Vec<&Arc<Reader>> = self
+            .readers
+            .iter()
+            .filter(|r| lock(&r.state).failed.is_none() && lock(&r.state).connects > 0)
+            .collect();
+        let stranded = (!live.is_empty()).then(|| live[rng.below(live.len() as u64) as usize]);
+        let mut away_for = Duration::ZERO;
+        if let Some(r) = stranded {
+            let t0 = Instant::now();
+            r.go_away();
+            let target = self
+                .writes
+                .inserted
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + self.history_events
+                + 200;
+            // Bounded: 60 s at most, whatever the write rate.
+            while Instant::now() < t0 + Duration::from_secs(60)
+                && self
+                    .writes
+                    .inserted
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    < target
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            away_for = t0.elapsed();
+        }
         let mut cmd = doc! {"replSetResizeOplog": 1, "size": self.oplog_shrink_mb};
         let mut restore = doc! {"replSetResizeOplog": 1, "size": self.oplog_restore_mb};
         if let Some(n) = self.oplog_shrink_events {
@@ -496,7 +532,41 @@ impl Nemesis {
                 return false;
             }
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut stranded_note = String::new();
+        if let Some(r) = stranded {
+            let (connects, seen) = {
+                let st = lock(&r.state);
+                (st.connects, st.entries.len())
+            };
+            r.come_back();
+            // Its reconnect must be told about the gap (the first event of the connection).
+            let t0 = Instant::now();
+            let mut outcome = None;
+            while t0.elapsed() < Duration::from_secs(20) && outcome.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let st = lock(&r.state);
+                if st.connects > connects {
+                    outcome =
+                        st.entries[seen.min(st.entries.len())..]
+                            .iter()
+                            .find_map(|e| match e {
+                                Entry::Gap { reason } => Some(format!("a `gap` ({reason})")),
+                                Entry::Event { .. } => Some("an event before any gap".into()),
+                                _ => None,
+                            });
+                }
+            }
+            let outcome = outcome.unwrap_or_else(|| "nothing within 20 s".into());
+            if outcome.starts_with("a `gap`") {
+                self.count("oplog_shrink_gap");
+            }
+            stranded_note = format!(
+                "; reader {} away for {} ms came back to {outcome}",
+                r.id,
+                away_for.as_millis()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let restored = matches!(
             tokio::time::timeout(Duration::from_secs(10), admin.run_command(restore)).await,
             Ok(Ok(_))
@@ -504,7 +574,7 @@ impl Nemesis {
         self.record(
             fault.name(),
             format!(
-                "oplog resized to {} MB{} for 5 s, restore to {} MB {}",
+                "oplog resized to {} MB{}, restored to {} MB {}{stranded_note}",
                 self.oplog_shrink_mb,
                 self.oplog_shrink_events
                     .map_or(String::new(), |n| format!(" ({n} entries)")),

@@ -48,6 +48,11 @@ pub struct Reader {
     pub state: Mutex<ReaderState>,
     paused: AtomicBool,
     unpause: Notify,
+    /// Set by the oplog-shrink fault: the reader drops its stream and stays away (a closed
+    /// laptop lid) until it is called back, then reconnects with its last id.
+    away: AtomicBool,
+    leave: Notify,
+    back: Notify,
     progress: Arc<Notify>,
     started: std::time::Instant,
     /// Connects through [`raw`] with a 4 KiB receive buffer (the slow-consumer fault's
@@ -80,6 +85,9 @@ impl Reader {
             state: Mutex::new(ReaderState::default()),
             paused: AtomicBool::new(false),
             unpause: Notify::new(),
+            away: AtomicBool::new(false),
+            leave: Notify::new(),
+            back: Notify::new(),
             progress,
         })
     }
@@ -99,6 +107,31 @@ impl Reader {
         self.unpause.notify_waiters();
     }
 
+    /// Drops the stream and stays disconnected until [`Reader::come_back`].
+    pub fn go_away(&self) {
+        self.away.store(true, Ordering::SeqCst);
+        self.leave.notify_one();
+    }
+
+    /// Reconnects, with the last id seen before going away.
+    pub fn come_back(&self) {
+        self.away.store(false, Ordering::SeqCst);
+        self.back.notify_one();
+    }
+
+    /// Waits while the reader is away: true when the run is stopping. Bounded by the
+    /// nemesis, which always calls the reader back, and by `stop`.
+    async fn stay_away(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        while self.away.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = self.back.notified() => {}
+                // The call back wakes it; this only bounds each wait.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return true,
+            }
+        }
+        false
+    }
     /// Runs until `stop` or until it gives up.
     pub async fn run(
         self: Arc<Self>,
@@ -121,7 +154,7 @@ impl Reader {
         // Bounded: each pass either waits `retry` (at least 1 ms) or ends the loop; the stop
         // signal ends it at any await.
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || self.stay_away(&mut stop).await {
                 return;
             }
             let port = ports[gateway];
@@ -242,9 +275,13 @@ impl Reader {
                     _ = stop.changed() => return true,
                 }
             }
+            if self.away.load(Ordering::SeqCst) {
+                return false;
+            }
             let next = tokio::select! {
                 n = tokio::time::timeout(stall, body.next()) => n,
                 _ = stop.changed() => return true,
+                _ = self.leave.notified() => continue,
             };
             match next {
                 Ok(Some(Ok(bytes))) => {
@@ -252,7 +289,7 @@ impl Reader {
                     if !msgs.is_empty() {
                         let mut s = lock(&self.state);
                         for m in msgs {
-                            self.dispatch(&mut s, &m.event, &m.data);
+                            self.dispatch(&mut s, &m.event, &m.data, &m.id);
                         }
                         drop(s);
                         self.progress.notify_waiters();
@@ -270,7 +307,7 @@ impl Reader {
         }
     }
 
-    fn dispatch(&self, s: &mut ReaderState, event: &str, data: &str) {
+    fn dispatch(&self, s: &mut ReaderState, event: &str, data: &str, id: &str) {
         match event {
             "message" => {
                 let v: serde_json::Value = match serde_json::from_str(data) {
@@ -289,9 +326,16 @@ impl Reader {
                     (Some(c), Some(seq)) => {
                         let m = s.max_seq.entry(c.to_string()).or_insert(seq);
                         *m = (*m).max(seq);
+                        // Polling delivers what one poll found in `_id` order: the checker
+                        // needs the `_id` to tell that from a reordering.
+                        let polled_id = id
+                            .starts_with("p.")
+                            .then(|| v.get("doc")?.get("_id")?.as_str().map(str::to_string))
+                            .flatten();
                         s.entries.push(Entry::Event {
                             channel: c.to_string(),
                             seq,
+                            polled_id,
                         });
                     }
                     _ => s.bad_events += 1,

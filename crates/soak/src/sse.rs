@@ -9,6 +9,8 @@
 pub struct Message {
     pub event: String,
     pub data: String,
+    /// The last event id when it was dispatched (its own `id:`, or the one before).
+    pub id: String,
 }
 
 #[derive(Default)]
@@ -67,6 +69,7 @@ impl Parser {
                         event
                     },
                     data: std::mem::take(&mut self.data),
+                    id: self.last_event_id.clone().unwrap_or_default(),
                 });
             }
             return;
@@ -111,6 +114,7 @@ mod tests {
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].event, "message");
         assert_eq!(msgs[1].event, "gap");
+        assert_eq!((msgs[0].id.as_str(), msgs[1].id.as_str()), ("a1", "a1"));
         // An id-only message moves the last event id without dispatching anything.
         assert_eq!(p.last_event_id.as_deref(), Some("a2"));
     }
