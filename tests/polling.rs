@@ -1475,3 +1475,90 @@ async fn polls_deliver_settled_seconds_in_id_order_so_ids_resume_anywhere() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// After a `late_order_unknown` gap the connection continues after every late document of
+/// the id's cursor — but the other gateway may have delivered some of them late at a *later*
+/// cursor (the soak, seed 12: reader 19 got them twice). Here B sees the new document H1
+/// before the late batch (placing the batch at H1), A sees them in one poll (the batch at the
+/// old cursor H0): resumed on B from A's id, the batch must not come again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_late_order_gap_no_document_up_to_the_cursor_is_repeated() {
+    let Some(mongo) = standalone("poll_late_later").await else {
+        return;
+    };
+    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
+    let (app_a, app_b) = (unique_name("gwlla"), unique_name("gwllb"));
+    let a = start_gateway_named(&mongo, &app_a, &extra).await;
+    let b = start_gateway_named(&mongo, &app_b, &extra).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
+    expect_mode(&mut on_a).await;
+    expect_mode(&mut on_b).await;
+    let at = |id: ObjectId, seq: i64| {
+        let mut d = log_doc("w1", "f1", seq);
+        d.insert("_id", id);
+        d
+    };
+    let h0 = ObjectId::new();
+    mongo.insert_many(vec![at(h0, 0)]).await;
+    assert_eq!(seqs(&read_connected_n(&mut on_a, 1).await), [0]);
+    assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [0]);
+
+    // A's polls fail; B sees H1, then the late batch.
+    mongo
+        .fail_point(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["find"], "errorCode": 6, "appName": &app_a},
+        })
+        .await;
+    eventually(WAIT, "gateway A's polls to fail", || {
+        matches!(a.hub.state(), SourceState::Down(_)).then_some(())
+    })
+    .await;
+    mongo.insert_many(vec![at(ObjectId::new(), 1)]).await;
+    assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [1]);
+    let secs = (h0.timestamp().timestamp_millis() / 1000 - 1) as u32;
+    let late: Vec<Document> = (2..12)
+        .map(|seq| at(oid_in(secs, 0x11, seq as u8), seq))
+        .collect();
+    mongo.insert_many(late).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut on_b, 10).await),
+        (2..12).collect::<Vec<_>>()
+    );
+
+    // A sees all of it in one poll, in `_id` order: the batch late at H0, then H1.
+    fail_point_off(&mongo).await;
+    let got = read_connected_n(&mut on_a, 11).await;
+    let mut want: Vec<i64> = (2..12).collect();
+    want.push(1);
+    assert_eq!(seqs(&got), want);
+    let asked = got[5].id.clone(); // six of the batch
+    assert!(
+        position(&asked).polling().is_some_and(|c| c.late() == 6),
+        "{asked}"
+    );
+
+    let mut resumed = Sse::subscribe(&base_b, &["logs:w1"], Some(&asked)).await;
+    let first = loop {
+        match within(WAIT, "the gap", resumed.next_event(WAIT)).await {
+            Ok(ev) if ev.event == "mode" => continue,
+            Ok(ev) => break ev,
+            Err(e) => panic!("resumed on B: {e:?}"),
+        }
+    };
+    assert_eq!(first.event, "gap", "{first:?}");
+    assert_eq!(json_of(&first)["reason"], "late_order_unknown");
+    // H1 is new to the client; the batch is not sent again (the gap covers the four it lacks).
+    assert_eq!(seqs(&read_connected_n(&mut resumed, 1).await), [1]);
+    mongo.insert("w1", "f1", 12).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut resumed, 1).await),
+        [12],
+        "nothing repeated"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

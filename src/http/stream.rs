@@ -238,6 +238,8 @@ struct Conn {
     /// A resume position ahead of the head: wait up to [`AHEAD_WAIT`] for the head to reach
     /// it, else tell the client a `gap` rather than stay silent until it does.
     ahead: Option<Position>,
+    /// See `Resumed::seen_through`.
+    seen_through: Option<bson::oid::ObjectId>,
     /// Holds the connection's places in the limits; its deadline is the token's `exp`.
     pass: Pass,
     /// The client's socket, watched for its end: actix notices a client that went away only
@@ -300,6 +302,7 @@ impl Conn {
             frames: VecDeque::new(),
             replay: None,
             ahead: None,
+            seen_through: None,
             last_sent: sub.head.clone(),
             heartbeat,
             shutdown: state.hub.shutdown_signal(),
@@ -320,6 +323,7 @@ impl Conn {
         self.resume = r.label;
         self.last_sent = r.last_sent;
         self.ahead = r.ahead;
+        self.seen_through = r.seen_through;
         self.frames.extend(r.frames);
         for ev in &r.events {
             self.send_replayed(ev);
@@ -384,6 +388,12 @@ impl Conn {
             self.last_sent = ev.position.clone();
             self.frames.push_back(ev.frame.clone());
             return true;
+        }
+        if let Some(through) = self.seen_through {
+            let id = ev.key.as_deref().and_then(crate::event::key_object_id);
+            if id.is_some_and(|id| id <= through) {
+                return false;
+            }
         }
         // A replay across a source switch hands out the previous segment's events, then the
         // current one's: the first event of the other kind continues the connection in it.

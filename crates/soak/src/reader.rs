@@ -64,6 +64,22 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The `_id` (lowercase hex) of an event that came with a polling id: its document's `_id`,
+/// or, for a published event (whose data does not carry it), the id's cursor, which is the
+/// document's own `_id` when the late count is 0.
+fn polled_id(id: &str, v: &serde_json::Value) -> Option<String> {
+    let mut parts = id.strip_prefix("p.")?.split('.');
+    let (_, cursor, late) = (parts.next()?, parts.next()?, parts.next()?);
+    if let Some(doc_id) = v
+        .get("doc")
+        .and_then(|d| d.get("_id"))
+        .and_then(|i| i.as_str())
+    {
+        return Some(doc_id.to_string());
+    }
+    (late == "0" && cursor.len() == 24).then(|| cursor.to_ascii_lowercase())
+}
+
 /// Whether `channel` is delivered to a subscriber of `sub` (itself or a descendant).
 pub fn covers(sub: &str, channel: &str) -> bool {
     channel == sub || (channel.starts_with(sub) && channel.as_bytes().get(sub.len()) == Some(&b':'))
@@ -328,10 +344,7 @@ impl Reader {
                         *m = (*m).max(seq);
                         // Polling delivers what one poll found in `_id` order: the checker
                         // needs the `_id` to tell that from a reordering.
-                        let polled_id = id
-                            .starts_with("p.")
-                            .then(|| v.get("doc")?.get("_id")?.as_str().map(str::to_string))
-                            .flatten();
+                        let polled_id = polled_id(id, &v);
                         s.entries.push(Entry::Event {
                             channel: c.to_string(),
                             seq,
