@@ -498,6 +498,9 @@ async fn out_of_order(test: &str, history: &str, expect_catch_ups: bool) {
         &mongo,
         &vars(&[
             ("SSE_POLL_OVERLAP_MS", "4000"),
+            // Unsettled polls, so that out-of-order commits arrive late: the late-document
+            // machinery is what these tests exercise (settled, only slow commits are late).
+            ("SSE_POLL_SETTLE_MS", "0"),
             ("SSE_HISTORY_EVENTS", history),
         ]),
     )

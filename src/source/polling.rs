@@ -199,26 +199,10 @@ impl Poller {
     ) -> mongodb::error::Result<Poller> {
         let mut p = Poller::new(db, sources, overlap, stats);
         p.high = Some(oid_at(secs));
+        // The cursor stays at the change stream's time: starting it at the highest `_id` the
+        // stream delivered (fewer late documents) re-delivered documents once the window moved
+        // below what the hub still remembered (the chaos soak, seed 2026).
         p.scan_delivered(delivered).await?;
-        // The cursor starts at the highest `_id` the change stream delivered (within the
-        // clock horizon): what it did not deliver above that arrives in `_id` order, as on
-        // any other gateway, instead of as late documents counted in this gateway's order.
-        // The window moves with the cursor, so it is read again when it starts lower.
-        let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
-        let highest = p
-            .seen
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| oid_secs(id) <= horizon)
-            .max();
-        if let Some(m) = highest {
-            let lower = window_start(oid_secs(&m), overlap) < window_start(secs, overlap);
-            p.high = Some(m);
-            if lower {
-                p.seen.clear();
-                p.scan_delivered(delivered).await?;
-            }
-        }
         Ok(p)
     }
 
