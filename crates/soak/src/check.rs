@@ -14,7 +14,7 @@
 //! order is sequence order: "committed" is the sorted list of sequence numbers found in
 //! MongoDB after the run (the truth, whatever the writers believed about failed requests).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a reader's stream delivered, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,7 @@ pub fn check_channel(
     committed: &[u64],
     complete: bool,
     uncertain: &HashSet<u64>,
+    known_ids: &HashMap<u64, String>,
 ) -> ChannelResult {
     let mut r = ChannelResult::default();
     // The received sequence of this channel, each with the gap reasons seen since the
@@ -101,7 +102,11 @@ pub fn check_channel(
             } if c == channel => {
                 got.push((*seq, std::mem::take(&mut pending_gaps)));
                 at.push(i);
-                polled.push(polled_id.as_deref());
+                // A polled event whose `_id` the reader could not see: the writer knows it.
+                polled.push(polled_id.as_deref().map(|id| match id {
+                    "" => known_ids.get(seq).map_or("", String::as_str),
+                    id => id,
+                }));
             }
             _ => {}
         }
@@ -128,7 +133,10 @@ pub fn check_channel(
             // order, and ObjectIds from different processes (the gateways make the
             // published events' `_id`s) sort by process within a second. Out of sequence
             // but in `_id` order, both polled, is what polling promises.
-            let polled_in_id_order = matches!((m_id, polled[k]), (Some(a), Some(b)) if a < b);
+            let polled_in_id_order = matches!(
+                (m_id, polled[k]),
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && a < b
+            );
             if !polled_in_id_order {
                 r.out_of_order += 1;
             }
@@ -203,7 +211,7 @@ mod tests {
             polled(2, "6b0f0001aa"),
             polled(1, "6b0f0001bb"),
         ];
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new());
+        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
         assert_eq!((r.out_of_order, r.lost, r.duplicated), (0, 0, 0));
         // Against `_id` order, or not both polled: out of order.
         let e = vec![
@@ -212,10 +220,22 @@ mod tests {
             polled(2, "6b0f0001bb"),
             polled(1, "6b0f0001aa"),
         ];
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new());
+        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
         assert_eq!(r.out_of_order, 1);
+        // A late published event: its `_id` comes from what the writer was answered.
+        let e = vec![
+            Entry::Connected,
+            polled(0, "6b0f0000aa"),
+            polled(2, ""),
+            polled(1, ""),
+        ];
+        let known = HashMap::from([(2, "6b0f0001aa".to_string()), (1, "6b0f0001bb".to_string())]);
+        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &known);
+        assert_eq!(r.out_of_order, 0);
+        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
+        assert_eq!(r.out_of_order, 1, "unknown ids cannot excuse");
         let e = vec![Entry::Connected, ev(0), ev(2), polled(1, "6b0f0001bb")];
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new());
+        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
         assert_eq!(r.out_of_order, 1);
     }
     fn gap(reason: &str) -> Entry {
@@ -234,28 +254,56 @@ mod tests {
             ev(5),
             ev(6),
         ];
-        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5, 6], true, &HashSet::new());
+        let r = check_channel(
+            &e,
+            "c",
+            &[0, 1, 2, 3, 4, 5, 6],
+            true,
+            &HashSet::new(),
+            &HashMap::new(),
+        );
         assert_eq!(r.violations(), 0, "{r:?}");
         assert_eq!(r.received, 4);
         // Other channels' events and channels are not mixed up.
-        let r = check_channel(&e, "other", &[], true, &HashSet::new());
+        let r = check_channel(&e, "other", &[], true, &HashSet::new(), &HashMap::new());
         assert_eq!(r.violations(), 0);
     }
 
     #[test]
     fn lost_duplicated_and_reordered_are_counted() {
         let e = vec![Entry::Connected, ev(0), ev(2), ev(2), ev(1), ev(4)];
-        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], true, &HashSet::new());
+        let r = check_channel(
+            &e,
+            "c",
+            &[0, 1, 2, 3, 4, 5],
+            true,
+            &HashSet::new(),
+            &HashMap::new(),
+        );
         assert_eq!(r.duplicated, 1);
         // A write of unknown outcome that committed late is not out of order.
-        let late = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], true, &HashSet::from([1]));
+        let late = check_channel(
+            &e,
+            "c",
+            &[0, 1, 2, 3, 4, 5],
+            true,
+            &HashSet::from([1]),
+            &HashMap::new(),
+        );
         assert_eq!(late.out_of_order, 0);
         assert_eq!(r.out_of_order, 1);
         // 3 was never received, nor the tail 5.
         assert_eq!(r.lost, 2);
         assert_eq!(r.lost_examples, vec![3, 5]);
         // A reader that gave up is judged up to its last event.
-        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], false, &HashSet::new());
+        let r = check_channel(
+            &e,
+            "c",
+            &[0, 1, 2, 3, 4, 5],
+            false,
+            &HashSet::new(),
+            &HashMap::new(),
+        );
         assert_eq!(r.lost, 1);
     }
 
@@ -270,7 +318,14 @@ mod tests {
             ev(5),
             ev(7),
         ];
-        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5, 6, 7], true, &HashSet::new());
+        let r = check_channel(
+            &e,
+            "c",
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            true,
+            &HashSet::new(),
+            &HashMap::new(),
+        );
         assert_eq!(r.excused.get("history_lost"), Some(&3));
         // 6 was lost after the resume point: no gap excuses it.
         assert_eq!(r.lost, 1);
@@ -282,7 +337,14 @@ mod tests {
     fn a_gap_after_data_on_its_connection_is_late_and_silence_is_loss() {
         let e = vec![Entry::Connected, ev(0), gap("mode_changed"), ev(1)];
         assert_eq!(late_gaps(&e), 1);
-        let r = check_channel(&[Entry::Connected], "c", &[0, 1], true, &HashSet::new());
+        let r = check_channel(
+            &[Entry::Connected],
+            "c",
+            &[0, 1],
+            true,
+            &HashSet::new(),
+            &HashMap::new(),
+        );
         assert!(r.silent);
         assert_eq!(r.violations(), 1);
     }

@@ -536,7 +536,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 .filter(|(c, _)| c == &ch)
                 .map(|(_, q)| *q)
                 .collect();
-            let res = check_channel(&s.entries, &ch, &committed[&ch], complete, &unsure);
+            let ids: std::collections::HashMap<u64, String> = lock(&stats.pub_ids)
+                .iter()
+                .filter(|((c, _), _)| c == &ch)
+                .map(|((_, q), id)| (*q, id.clone()))
+                .collect();
+            let res = check_channel(&s.entries, &ch, &committed[&ch], complete, &unsure, &ids);
             for (seq, next) in res.lost_examples.iter().zip(&res.lost_next_entry) {
                 // The connection the loss shows on, and the one before it.
                 let Some(next) = next else { continue };

@@ -66,7 +66,7 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The `_id` (lowercase hex) of an event that came with a polling id: its document's `_id`,
 /// or, for a published event (whose data does not carry it), the id's cursor, which is the
-/// document's own `_id` when the late count is 0.
+/// document's own `_id` when the late count is 0, and otherwise empty.
 fn polled_id(id: &str, v: &serde_json::Value) -> Option<String> {
     let mut parts = id.strip_prefix("p.")?.split('.');
     let (_, cursor, late) = (parts.next()?, parts.next()?, parts.next()?);
@@ -77,7 +77,13 @@ fn polled_id(id: &str, v: &serde_json::Value) -> Option<String> {
     {
         return Some(doc_id.to_string());
     }
-    (late == "0" && cursor.len() == 24).then(|| cursor.to_ascii_lowercase())
+    // Late: the cursor is another document's; the checker looks the `_id` up (empty: unknown
+    // here).
+    Some(if late == "0" && cursor.len() == 24 {
+        cursor.to_ascii_lowercase()
+    } else {
+        String::new()
+    })
 }
 
 /// Whether `channel` is delivered to a subscriber of `sub` (itself or a descendant).

@@ -43,6 +43,10 @@ pub struct WriteStats {
     /// did, later than the publishes after them (a gateway killed mid-request), so their
     /// order is not checked.
     pub uncertain: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The `_id` each accepted publish got (its 202 answer's `id`), by channel and sequence:
+    /// a published event's data does not carry it, and the checker needs it to judge the
+    /// order of polled events.
+    pub pub_ids: std::sync::Mutex<std::collections::HashMap<(String, u64), String>>,
 }
 
 pub async fn client(uri: &str, app: &str) -> anyhow::Result<Client> {
@@ -164,6 +168,15 @@ pub async fn publisher(
         match r {
             Ok(r) if r.status().as_u16() == 202 => {
                 stats.published.fetch_add(1, Ordering::Relaxed);
+                let answer: Option<serde_json::Value> = r
+                    .bytes()
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                if let Some(id) = answer.as_ref().and_then(|a| a.get("id")?.as_str()) {
+                    crate::reader::lock(&stats.pub_ids)
+                        .insert((pub_channel(k), seqs[k] - 1), id.to_ascii_lowercase());
+                }
             }
             _ => {
                 stats.publish_failed.fetch_add(1, Ordering::Relaxed);
