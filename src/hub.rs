@@ -274,6 +274,11 @@ pub struct Subscription {
     /// Set when the client's position counted late documents the way another poller did:
     /// what the connection resumed from instead (see [`Recount`]).
     pub recount: Option<Recount>,
+    /// Set when the client's position is another poller's: its cursor. The client has every
+    /// document up to it (settled polls deliver whole seconds in `_id` order on every
+    /// gateway), but this gateway may have delivered some of them late, at later cursors of
+    /// its own: the connection must not be sent any of them again.
+    pub seen_through: Option<bson::oid::ObjectId>,
 }
 
 /// A polling position whose late count is another poller's (another gateway's, or an earlier
@@ -292,7 +297,7 @@ pub struct Recount {
 impl Recount {
     fn of(pos: &Position, origin: Option<u32>, head: &Position) -> Option<Recount> {
         let c = pos.polling()?;
-        if c.counted_by_origin(origin) {
+        if c.late() == 0 || c.is_from(origin) {
             return None;
         }
         let mut from = Position::Polling(crate::position::PollCursor::counted_by(
@@ -309,6 +314,16 @@ impl Recount {
             from,
         })
     }
+}
+
+/// The cursor of a polling position from another poller than `origin`: see
+/// [`Subscription::seen_through`]. Not one beyond the clock horizon, which no poller reached
+/// (a forged id, a restored cluster): it would filter out everything until then.
+fn foreign_cursor(pos: &Position, origin: Option<u32>) -> Option<bson::oid::ObjectId> {
+    pos.polling()
+        .filter(|c| !c.is_from(origin))?
+        .high()
+        .filter(crate::source::polling::within_horizon)
 }
 
 impl Drop for Subscription {
@@ -594,6 +609,7 @@ impl Hub {
         };
         let head = history.head().clone();
         let recount = resume.and_then(|pos| Recount::of(pos, inner.poll_origin, &head));
+        let seen_through = resume.and_then(|pos| foreign_cursor(pos, inner.poll_origin));
         let resume = recount.as_ref().map(|r| &r.from).or(resume);
         let snapshot = resume.map(|pos| (pos, history.snapshot()));
         // A polling catch-up needs what was delivered where, taken with the head: decided
@@ -641,6 +657,7 @@ impl Hub {
             start,
             channels,
             recount,
+            seen_through,
         })
     }
 

@@ -21,11 +21,14 @@
 //!
 //!   A late count means something only to the poller that counted: another gateway (or a
 //!   later poller of the same one) sees late documents at other moments, in another order.
-//!   So a position with `N > 0` names its counter: `p.<FP>.<OID>.<N>.<ORIGIN>`, `<ORIGIN>`
-//!   8 hex digits drawn when a poller starts. A gateway resuming a count that is not its own
-//!   cannot tell which late documents the client has, and says so (a `gap`,
-//!   `late_order_unknown`) instead of guessing. With `N = 0` there is nothing to interpret and
-//!   no origin is written.
+//!   And a cursor alone means "every document up to this `_id`" only on the gateway that
+//!   delivered it: another one may have delivered some of those documents late, at later
+//!   cursors of its own. So a polling position names its poller: `p.<FP>.<OID>.<N>.<ORIGIN>`,
+//!   `<ORIGIN>` 8 hex digits drawn when a poller starts. A gateway resuming another poller's
+//!   position never sends a document at or below its cursor again, and one with a late count
+//!   gets a `gap` (`late_order_unknown`): which late documents the client has is unknown.
+//!   Positions without an origin (`p.<FP>.<OID>.<N>`, from versions that wrote none when
+//!   `N = 0`) are another poller's everywhere.
 //!
 //! Positions of different kinds are incomparable ([`Position::cmp_same_kind`] returns `None`):
 //! crossing modes is handled on purpose by the history and the stream, never by comparison.
@@ -67,8 +70,8 @@ pub enum PositionKind {
 
 /// Where the poller is: see the module documentation for the encoding.
 ///
-/// Equal when the encodings are: the origin of a position without late documents is not part
-/// of it.
+/// Equal when they are the same point of the `_id` order, `(fingerprint, cursor, late count)`,
+/// as [`Position::cmp_same_kind`] orders them: the origin says who counted, not where.
 #[derive(Clone)]
 pub struct PollCursor {
     encoded: Arc<str>,
@@ -81,7 +84,7 @@ pub struct PollCursor {
 
 impl PartialEq for PollCursor {
     fn eq(&self, other: &Self) -> bool {
-        self.encoded == other.encoded
+        (self.fingerprint, self.high, self.late) == (other.fingerprint, other.high, other.late)
     }
 }
 
@@ -89,18 +92,18 @@ impl Eq for PollCursor {}
 
 impl std::hash::Hash for PollCursor {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.encoded.hash(state);
+        (self.fingerprint, self.high, self.late).hash(state);
     }
 }
 
 impl PollCursor {
-    /// A cursor without an origin: for positions without late documents (their origin is not
-    /// written), or a late count of unknown origin.
+    /// A cursor without an origin: another poller's everywhere (see the module
+    /// documentation).
     pub fn new(fingerprint: u32, high: Option<bson::oid::ObjectId>, late: u32) -> PollCursor {
         PollCursor::counted_by(fingerprint, high, late, None)
     }
 
-    /// A cursor whose late count was counted by the poller `origin`.
+    /// A cursor of the poller `origin`.
     pub fn counted_by(
         fingerprint: u32,
         high: Option<bson::oid::ObjectId>,
@@ -112,10 +115,8 @@ impl PollCursor {
             None => "-".to_owned(),
         };
         let encoded = match origin {
-            Some(o) if late > 0 => {
-                format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}.{o:08X}")
-            }
-            _ => format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}"),
+            Some(o) => format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}.{o:08X}"),
+            None => format!("{POLLING_PREFIX}{fingerprint:08X}.{oid}.{late:X}"),
         };
         PollCursor {
             encoded: Arc::from(encoded),
@@ -126,15 +127,15 @@ impl PollCursor {
         }
     }
 
-    /// The poller that counted the late documents, when known.
+    /// The poller that delivered this position, when known.
     pub fn origin(&self) -> Option<u32> {
         self.origin
     }
 
-    /// Whether the late count, if any, is one the poller `origin` counted: a position without
-    /// late documents is everyone's.
-    pub fn counted_by_origin(&self, origin: Option<u32>) -> bool {
-        self.late == 0 || (self.origin.is_some() && self.origin == origin)
+    /// Whether the poller `origin` delivered this position: only then are its cursor and
+    /// late count exact there.
+    pub fn is_from(&self, origin: Option<u32>) -> bool {
+        self.origin.is_some() && self.origin == origin
     }
 
     pub fn fingerprint(&self) -> u32 {
@@ -188,7 +189,6 @@ impl PollCursor {
             }
             Some(_) => return Err(bad()),
         };
-        // An origin without late documents would be a second spelling: refused below.
         let cursor = PollCursor::counted_by(fingerprint, high, late, origin);
         // One spelling per position: "0A" and "A" are the same counter, only "A" is canonical.
         if &*cursor.encoded != s {
@@ -560,23 +560,38 @@ mod tests {
             p2.encode(),
             format!("p.{fp:08X}.65A1B2C3D4E5F60718293A4B.B")
         );
-        // A late count names the poller that counted it; without late documents there is no
-        // origin to write.
+        // A position names the poller that delivered it, with or without late documents.
         let counted = Position::Polling(PollCursor::counted_by(fp, Some(a), 11, Some(0xA1)));
         assert_eq!(
             counted.encode(),
             format!("p.{fp:08X}.65A1B2C3D4E5F60718293A4B.B.000000A1")
         );
-        assert_eq!(&Position::decode(counted.encode()).unwrap(), &counted);
-        assert_eq!(counted.polling().unwrap().origin(), Some(0xA1));
-        assert_eq!(counted.cmp_same_kind(&p2), Some(std::cmp::Ordering::Equal));
-        assert_ne!(counted, p2);
         let uncounted = Position::Polling(PollCursor::counted_by(fp, Some(a), 0, Some(0xA1)));
+        assert_eq!(
+            uncounted.encode(),
+            format!("p.{fp:08X}.65A1B2C3D4E5F60718293A4B.0.000000A1")
+        );
+        for p in [&counted, &uncounted] {
+            let back = Position::decode(p.encode()).unwrap();
+            assert_eq!(back.encode(), p.encode());
+            assert_eq!(back.polling().unwrap().origin(), Some(0xA1));
+        }
+        // The same point of the `_id` order whoever delivered it: equal and ordered alike.
+        assert_eq!(counted, p2);
         assert_eq!(uncounted, p1);
-        assert!(p1.polling().unwrap().counted_by_origin(Some(7)));
-        assert!(counted.polling().unwrap().counted_by_origin(Some(0xA1)));
-        assert!(!counted.polling().unwrap().counted_by_origin(Some(0xA2)));
-        assert!(!p2.polling().unwrap().counted_by_origin(Some(0xA1)));
+        assert_eq!(counted.cmp_same_kind(&p2), Some(std::cmp::Ordering::Equal));
+        let hash = |p: &Position| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(p)
+        };
+        assert_eq!(hash(&counted), hash(&p2));
+        assert!(counted.polling().unwrap().is_from(Some(0xA1)));
+        assert!(uncounted.polling().unwrap().is_from(Some(0xA1)));
+        assert!(!counted.polling().unwrap().is_from(Some(0xA2)));
+        assert!(!counted.polling().unwrap().is_from(None));
+        // Without an origin a position is no poller's own.
+        assert!(!p1.polling().unwrap().is_from(Some(0xA1)));
+        assert!(!p1.polling().unwrap().is_from(None));
         let other = Position::Polling(PollCursor::new(fp ^ 1, Some(a), 0));
         assert_eq!(p1.cmp_same_kind(&other), None);
         assert_eq!(p1.cmp_same_kind(&pos(REAL)), None);
@@ -589,7 +604,6 @@ mod tests {
             "p.00000000.65a1b2c3d4e5f60718293a4b.0",
             "p.00000000.-.0.1",
             "p.00000000.-.123456789",
-            "p.00000000.-.0.000000A1",
             "p.00000000.-.1.A1",
             "p.00000000.-.1.000000a1",
             "p.00000000.-.1.000000A1.0",

@@ -109,6 +109,22 @@ async fn fail_point_off(mongo: &Mongo) -> i64 {
         .await
 }
 
+/// Makes gateway `gw`'s (application name `app`) finds fail until [`fail_point_off`], and
+/// waits until its polls have failed: from here it sees nothing new.
+async fn block_polls(mongo: &Mongo, gw: &Gateway, app: &str) {
+    mongo
+        .fail_point(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["find"], "errorCode": 6, "appName": app},
+        })
+        .await;
+    eventually(WAIT, "the gateway's polls to fail", || {
+        matches!(gw.hub.state(), SourceState::Down(_)).then_some(())
+    })
+    .await;
+}
+
 /// The next frame, which must be a named `mode` event: its id and JSON.
 async fn expect_mode(sse: &mut Sse) -> (String, Value) {
     match sse.next(WAIT).await {
@@ -1329,17 +1345,7 @@ async fn a_late_count_from_another_gateway_is_a_gap_not_a_guess() {
     assert_eq!(seqs(&data(&mut on_b, 1).await), [0]);
 
     // B's polls fail from here on.
-    mongo
-        .fail_point(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": "alwaysOn",
-            "data": {"failCommands": ["find"], "errorCode": 6, "appName": &app_b},
-        })
-        .await;
-    eventually(WAIT, "gateway B's polls to fail", || {
-        matches!(b.hub.state(), SourceState::Down(_)).then_some(())
-    })
-    .await;
+    block_polls(&mongo, &b, &app_b).await;
     // Two batches of documents made a second before the cursor (late), the second batch
     // from a "process" whose ObjectIds sort first.
     let secs = cursor.timestamp().timestamp_millis() / 1000 - 1;
@@ -1509,17 +1515,7 @@ async fn after_a_late_order_gap_no_document_up_to_the_cursor_is_repeated() {
     assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [0]);
 
     // A's polls fail; B sees H1, then the late batch.
-    mongo
-        .fail_point(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": "alwaysOn",
-            "data": {"failCommands": ["find"], "errorCode": 6, "appName": &app_a},
-        })
-        .await;
-    eventually(WAIT, "gateway A's polls to fail", || {
-        matches!(a.hub.state(), SourceState::Down(_)).then_some(())
-    })
-    .await;
+    block_polls(&mongo, &a, &app_a).await;
     mongo.insert_many(vec![at(ObjectId::new(), 1)]).await;
     assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [1]);
     let secs = (h0.timestamp().timestamp_millis() / 1000 - 1) as u32;
@@ -1561,6 +1557,84 @@ async fn after_a_late_order_gap_no_document_up_to_the_cursor_is_repeated() {
         seqs(&read_connected_n(&mut resumed, 1).await),
         [12],
         "nothing repeated"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Found by the chaos soak (seed 2026, 10 minutes: 2 014 duplicates): a polling id without a
+/// late count means "every document up to this `_id`" on the gateway that sent it, but the
+/// gateway resuming it may have delivered some of those documents *late*, at later cursors
+/// of its own (typically the tail of its own switch from a change stream), and replayed them.
+/// Here B sees H1, then documents made between H0 and H1 (late at H1 there); A, whose polls
+/// failed meanwhile, sees all of them at once in `_id` order, none late. Resumed on B from
+/// A's H1, nothing is repeated, and no gap is needed: the client has all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_gateways_cursor_gets_none_of_what_this_one_delivered_late_below_it() {
+    let Some(mongo) = standalone("poll_foreign_cursor").await else {
+        return;
+    };
+    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
+    let (app_a, app_b) = (unique_name("gwfca"), unique_name("gwfcb"));
+    let a = start_gateway_named(&mongo, &app_a, &extra).await;
+    let b = start_gateway_named(&mongo, &app_b, &extra).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
+    expect_mode(&mut on_a).await;
+    expect_mode(&mut on_b).await;
+    let at = |id: ObjectId, seq: i64| {
+        let mut d = log_doc("w1", "f1", seq);
+        d.insert("_id", id);
+        d
+    };
+    // H0 three seconds ago, the batch in the second after it, H1 now.
+    let now = (ObjectId::new().timestamp().timestamp_millis() / 1000) as u32;
+    mongo
+        .insert_many(vec![at(oid_in(now - 3, 0x11, 0), 0)])
+        .await;
+    assert_eq!(seqs(&read_connected_n(&mut on_a, 1).await), [0]);
+    assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [0]);
+
+    block_polls(&mongo, &a, &app_a).await;
+    mongo.insert_many(vec![at(ObjectId::new(), 1)]).await;
+    assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [1]);
+    let batch: Vec<Document> = (2..12)
+        .map(|seq| at(oid_in(now - 2, 0x11, seq as u8), seq))
+        .collect();
+    mongo.insert_many(batch).await;
+    let late_on_b = read_connected_n(&mut on_b, 10).await;
+    assert_eq!(seqs(&late_on_b), (2..12).collect::<Vec<_>>());
+    assert!(
+        late_on_b
+            .iter()
+            .all(|ev| position(&ev.id).polling().is_some_and(|c| c.late() > 0)),
+        "B delivers the batch late: {:?}",
+        late_on_b.iter().map(|ev| &ev.id).collect::<Vec<_>>()
+    );
+
+    // A sees the batch and H1 in one poll, in `_id` order, none of them late.
+    fail_point_off(&mongo).await;
+    let got = read_connected_n(&mut on_a, 11).await;
+    assert_eq!(seqs(&got), (2..12).chain([1]).collect::<Vec<_>>());
+    let asked = got[10].id.clone();
+    assert!(
+        position(&asked).polling().is_some_and(|c| c.late() == 0),
+        "{asked}"
+    );
+
+    let mut resumed = Sse::subscribe(&base_b, &["logs:w1"], Some(&asked)).await;
+    mongo.insert("w1", "f1", 12).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut resumed, 1).await),
+        [12],
+        "B must not repeat what it delivered late below A's cursor"
+    );
+    // B's own id still resumes exactly on B, late documents and all.
+    let mut own = Sse::subscribe(&base_b, &["logs:w1"], Some(&late_on_b[4].id)).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut own, 6).await),
+        [7, 8, 9, 10, 11, 12]
     );
     a.shutdown().await;
     b.shutdown().await;

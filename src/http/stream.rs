@@ -568,6 +568,9 @@ impl Conn {
         self.frames
             .push_back(gap::frame(GapReason::PositionAhead, &target, &sub.head));
         self.last_sent = sub.head.clone();
+        // The client continues from the head: whatever it had up to a cursor never reached
+        // says nothing about what comes next (a forged id an hour ahead filtered an hour).
+        self.seen_through = None;
     }
 
     /// A comment keeps proxies from timing the connection out; an `id:`-only message moves the

@@ -173,10 +173,9 @@ pub struct Resumed {
     pub last_sent: Position,
     /// A resume position ahead of the head: wait a little for the head to reach it.
     pub ahead: Option<Position>,
-    /// After a `late_order_unknown` gap: documents with an ObjectId `_id` up to this one are
-    /// not sent. The client may have any of them (the other gateway delivered them in an
-    /// order this one does not know, some late at later cursors here); the gap says some may
-    /// be missing, and none is repeated.
+    /// Resuming another poller's position: documents with an ObjectId `_id` up to its cursor
+    /// are not sent (see `hub::Subscription::seen_through`). The client has them — or, after
+    /// a `late_order_unknown` gap, may have any of them — and none is repeated.
     pub seen_through: Option<bson::oid::ObjectId>,
 }
 
@@ -274,9 +273,7 @@ impl Resumer {
             replay: None,
             last_sent: sub.head.clone(),
             ahead: None,
-            seen_through: recount
-                .as_ref()
-                .and_then(|rc| rc.asked.polling().and_then(|c| c.high())),
+            seen_through: sub.seen_through,
         };
         if let Some(mode @ crate::source::Mode::Polling { .. }) = hub.mode() {
             r.frames

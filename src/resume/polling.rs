@@ -88,7 +88,7 @@ impl PollingCatchUp {
             }
         }
         let db = self.db.clone();
-        let fingerprint = until.fingerprint();
+        let (fingerprint, origin) = (until.fingerprint(), until.origin());
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
         let (replay, mut out) = Replay::channel(self.stall, self.tasks.shutdown_signal());
         self.tasks.spawn(async move {
@@ -110,7 +110,9 @@ impl PollingCatchUp {
                 let pos = match delivered.positions.get(&key) {
                     Some(p) => p.clone(),
                     None if id >= window_low => continue, // not delivered yet: arrives live
-                    None => Position::Polling(PollCursor::new(fingerprint, Some(id), 0)),
+                    None => {
+                        Position::Polling(PollCursor::counted_by(fingerprint, Some(id), 0, origin))
+                    }
                 };
                 if pos.cmp_same_kind(&from_pos) == Some(CmpOrdering::Greater) {
                     placed.push((pos, spec, doc));

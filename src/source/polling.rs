@@ -54,8 +54,8 @@ pub struct Poller {
     fingerprint: u32,
     high: Option<ObjectId>,
     late: u32,
-    /// Names this poller's late count in its positions (see `position`): drawn at random,
-    /// so that no other poller, here or on another gateway, reads the count as its own.
+    /// Names this poller in its positions (see `position`): drawn at random, so that no other
+    /// poller, here or on another gateway, reads them as its own.
     origin: u32,
     /// `(_id, source index)` delivered within the overlap window.
     seen: BTreeSet<(ObjectId, usize)>,
@@ -74,6 +74,12 @@ const ID_BATCH: u32 = 10_000;
 /// Ranges of unseen `_id`s per fetch query. Each late document makes a range of its own;
 /// this bounds a query's size while a flood of late documents still costs few queries.
 const FETCH_RANGES: usize = 256;
+
+/// Whether a poller could have moved its cursor to `id` by now: not past this gateway's
+/// clock horizon.
+pub fn within_horizon(id: &ObjectId) -> bool {
+    oid_secs(id) <= now_secs().saturating_add(FUTURE_TOLERANCE_SECS)
+}
 
 fn now_secs() -> u32 {
     std::time::SystemTime::now()
@@ -174,7 +180,7 @@ impl Poller {
             };
             let key = document_key(&spec.collection, &Bson::ObjectId(id));
             p.seen.insert((id, idx));
-            let cursor = PollCursor::new(p.fingerprint, Some(id), 0);
+            let cursor = PollCursor::counted_by(p.fingerprint, Some(id), 0, Some(p.origin));
             p.baseline.push((key, Position::Polling(cursor)));
         }
         Ok(p)
