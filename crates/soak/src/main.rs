@@ -619,6 +619,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .filter(|l| l.ends_with("nothing received"))
         .count();
 
+    // Losses first: they are rarer than duplicates and would drown among them in a report
+    // cut at 50 lines. Every line goes to `violations.log`.
+    per_reader.sort_by_key(|p| u8::from(p.contains(", lost 0 (")));
+    explain.sort_by_key(|e| u8::from(!e.contains(" lost ")));
     let violations = totals.lost
         + totals.duplicated
         + totals.out_of_order
@@ -712,6 +716,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map(|f| format!("{:8.1}s {} {}\n", f.t, f.fault, f.detail))
         .collect();
     std::fs::write(out.join("faults.log"), log_text)?;
+    let all: String = per_reader
+        .iter()
+        .chain(&explain)
+        .chain(&failed)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(out.join("violations.log"), all)?;
 
     // The human summary.
     println!("\n==== soak summary (seed {seed}) ====");
