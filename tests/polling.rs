@@ -1639,3 +1639,52 @@ async fn another_gateways_cursor_gets_none_of_what_this_one_delivered_late_below
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Found by the chaos soak (seed 2026, 40 minutes, 1 001 239 events): a reader moved to a
+/// gateway whose polls were failing, its id ahead of that gateway's head. After the
+/// `position_ahead` gap the connection continues from the head, and the documents between
+/// the head and the id — which the client had from the other gateway — came again (455
+/// duplicates). The other poller's cursor still says the client has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_position_ahead_gap_nothing_up_to_another_gateways_cursor_is_repeated() {
+    let Some(mongo) = standalone("poll_ahead_foreign").await else {
+        return;
+    };
+    let (app_a, app_b) = (unique_name("gwpaa"), unique_name("gwpab"));
+    let a = start_gateway_named(&mongo, &app_a, &vars(&[])).await;
+    let b = start_gateway_named(&mongo, &app_b, &vars(&[])).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    expect_mode(&mut on_a).await;
+
+    block_polls(&mongo, &b, &app_b).await;
+    for seq in 1..=5 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    let got = read_connected_n(&mut on_a, 5).await;
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5]);
+    let asked = got[4].id.clone();
+
+    // B's head is behind A's id and stays there: after a short wait, a gap.
+    let mut resumed = Sse::subscribe(&base_b, &["logs:w1"], Some(&asked)).await;
+    let gap = loop {
+        match within(WAIT, "the gap", resumed.next_event(WAIT)).await {
+            Ok(ev) if ev.event == "mode" => continue,
+            Ok(ev) => break ev,
+            Err(e) => panic!("resumed on B: {e:?}"),
+        }
+    };
+    assert_eq!(gap.event, "gap", "{gap:?}");
+    assert_eq!(json_of(&gap)["reason"], "position_ahead", "{gap:?}");
+
+    // B catches up: none of 1..=5 again, then what is new.
+    fail_point_off(&mongo).await;
+    mongo.insert("w1", "f1", 6).await;
+    assert_eq!(
+        seqs(&read_connected_n(&mut resumed, 1).await),
+        [6],
+        "B must not repeat what the client had up to A's cursor"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -568,9 +568,11 @@ impl Conn {
         self.frames
             .push_back(gap::frame(GapReason::PositionAhead, &target, &sub.head));
         self.last_sent = sub.head.clone();
-        // The client continues from the head: whatever it had up to a cursor never reached
-        // says nothing about what comes next (a forged id an hour ahead filtered an hour).
-        self.seen_through = None;
+        // Another poller's cursor still holds (`hub::Subscription::seen_through`): this
+        // gateway's head lagged, the client has every document up to it all the same. (The
+        // chaos soak: cleared here, 455 documents came twice after such gaps.) A cursor
+        // beyond the clock horizon, which would filter out everything until then, was never
+        // set.
     }
 
     /// A comment keeps proxies from timing the connection out; an `id:`-only message moves the
