@@ -1303,6 +1303,51 @@ async fn read_connected_n(sse: &mut Sse, n: usize) -> Vec<Ev> {
     out
 }
 
+/// Two gateways whose finds fail points can target by name (`app_a`, `app_b`), with a 30 s
+/// overlap, and a client of `logs:w1` on each, past its `mode` event.
+struct Pair {
+    a: Gateway,
+    b: Gateway,
+    app_a: String,
+    app_b: String,
+    base_a: String,
+    base_b: String,
+    on_a: Sse,
+    on_b: Sse,
+}
+
+async fn two_gateways(mongo: &Mongo, tag: &str) -> Pair {
+    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
+    let (app_a, app_b) = (
+        unique_name(&format!("gw{tag}a")),
+        unique_name(&format!("gw{tag}b")),
+    );
+    let a = start_gateway_named(mongo, &app_a, &extra).await;
+    let b = start_gateway_named(mongo, &app_b, &extra).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
+    expect_mode(&mut on_a).await;
+    expect_mode(&mut on_b).await;
+    Pair {
+        a,
+        b,
+        app_a,
+        app_b,
+        base_a,
+        base_b,
+        on_a,
+        on_b,
+    }
+}
+
+/// A `logs:w1` document with `_id` `id`.
+fn log_at(id: ObjectId, seq: i64) -> Document {
+    let mut d = log_doc("w1", "f1", seq);
+    d.insert("_id", id);
+    d
+}
+
 /// A document `_id` in second `secs` whose middle bytes are `process`: writers in different
 /// processes make ObjectIds that sort by process, not by time, within a second.
 fn oid_in(secs: u32, process: u8, counter: u8) -> ObjectId {
@@ -1327,15 +1372,16 @@ async fn a_late_count_from_another_gateway_is_a_gap_not_a_guess() {
     let Some(mongo) = standalone("poll_late_count").await else {
         return;
     };
-    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
-    let (app_a, app_b) = (unique_name("gwlca"), unique_name("gwlcb"));
-    let a = start_gateway_named(&mongo, &app_a, &extra).await;
-    let b = start_gateway_named(&mongo, &app_b, &extra).await;
-    let (base_a, base_b) = (base_url(&a), base_url(&b));
-    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
-    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
-    expect_mode(&mut on_a).await;
-    expect_mode(&mut on_b).await;
+    let Pair {
+        a,
+        b,
+        app_b,
+        base_a,
+        base_b,
+        mut on_a,
+        mut on_b,
+        ..
+    } = two_gateways(&mongo, "lc").await;
 
     let cursor = ObjectId::new();
     let mut first = log_doc("w1", "f1", 0);
@@ -1495,32 +1541,27 @@ async fn after_a_late_order_gap_no_document_up_to_the_cursor_is_repeated() {
     let Some(mongo) = standalone("poll_late_later").await else {
         return;
     };
-    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
-    let (app_a, app_b) = (unique_name("gwlla"), unique_name("gwllb"));
-    let a = start_gateway_named(&mongo, &app_a, &extra).await;
-    let b = start_gateway_named(&mongo, &app_b, &extra).await;
-    let (base_a, base_b) = (base_url(&a), base_url(&b));
-    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
-    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
-    expect_mode(&mut on_a).await;
-    expect_mode(&mut on_b).await;
-    let at = |id: ObjectId, seq: i64| {
-        let mut d = log_doc("w1", "f1", seq);
-        d.insert("_id", id);
-        d
-    };
+    let Pair {
+        a,
+        b,
+        app_a,
+        base_b,
+        mut on_a,
+        mut on_b,
+        ..
+    } = two_gateways(&mongo, "ll").await;
     let h0 = ObjectId::new();
-    mongo.insert_many(vec![at(h0, 0)]).await;
+    mongo.insert_many(vec![log_at(h0, 0)]).await;
     assert_eq!(seqs(&read_connected_n(&mut on_a, 1).await), [0]);
     assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [0]);
 
     // A's polls fail; B sees H1, then the late batch.
     block_polls(&mongo, &a, &app_a).await;
-    mongo.insert_many(vec![at(ObjectId::new(), 1)]).await;
+    mongo.insert_many(vec![log_at(ObjectId::new(), 1)]).await;
     assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [1]);
     let secs = (h0.timestamp().timestamp_millis() / 1000 - 1) as u32;
     let late: Vec<Document> = (2..12)
-        .map(|seq| at(oid_in(secs, 0x11, seq as u8), seq))
+        .map(|seq| log_at(oid_in(secs, 0x11, seq as u8), seq))
         .collect();
     mongo.insert_many(late).await;
     assert_eq!(
@@ -1574,33 +1615,28 @@ async fn another_gateways_cursor_gets_none_of_what_this_one_delivered_late_below
     let Some(mongo) = standalone("poll_foreign_cursor").await else {
         return;
     };
-    let extra = vars(&[("SSE_POLL_OVERLAP_MS", "30000")]);
-    let (app_a, app_b) = (unique_name("gwfca"), unique_name("gwfcb"));
-    let a = start_gateway_named(&mongo, &app_a, &extra).await;
-    let b = start_gateway_named(&mongo, &app_b, &extra).await;
-    let (base_a, base_b) = (base_url(&a), base_url(&b));
-    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
-    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], None).await;
-    expect_mode(&mut on_a).await;
-    expect_mode(&mut on_b).await;
-    let at = |id: ObjectId, seq: i64| {
-        let mut d = log_doc("w1", "f1", seq);
-        d.insert("_id", id);
-        d
-    };
+    let Pair {
+        a,
+        b,
+        app_a,
+        base_b,
+        mut on_a,
+        mut on_b,
+        ..
+    } = two_gateways(&mongo, "fc").await;
     // H0 three seconds ago, the batch in the second after it, H1 now.
     let now = (ObjectId::new().timestamp().timestamp_millis() / 1000) as u32;
     mongo
-        .insert_many(vec![at(oid_in(now - 3, 0x11, 0), 0)])
+        .insert_many(vec![log_at(oid_in(now - 3, 0x11, 0), 0)])
         .await;
     assert_eq!(seqs(&read_connected_n(&mut on_a, 1).await), [0]);
     assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [0]);
 
     block_polls(&mongo, &a, &app_a).await;
-    mongo.insert_many(vec![at(ObjectId::new(), 1)]).await;
+    mongo.insert_many(vec![log_at(ObjectId::new(), 1)]).await;
     assert_eq!(seqs(&read_connected_n(&mut on_b, 1).await), [1]);
     let batch: Vec<Document> = (2..12)
-        .map(|seq| at(oid_in(now - 2, 0x11, seq as u8), seq))
+        .map(|seq| log_at(oid_in(now - 2, 0x11, seq as u8), seq))
         .collect();
     mongo.insert_many(batch).await;
     let late_on_b = read_connected_n(&mut on_b, 10).await;
