@@ -28,8 +28,12 @@ pub enum Entry {
         seq: u64,
         polled_id: Option<String>,
     },
-    /// A `gap` event.
-    Gap { reason: String },
+    /// A `gap` event; `resumed_secs` is the time of its `resumed_at` position (a change-stream
+    /// token's cluster time, a polling cursor's ObjectId seconds), when it names one.
+    Gap {
+        reason: String,
+        resumed_secs: Option<u32>,
+    },
     /// A `mode` event (`polling` or `change_stream`): not checked, kept to explain.
     Mode(String),
 }
@@ -52,6 +56,19 @@ pub struct ChannelResult {
     pub lost_next_entry: Vec<Option<usize>>,
     /// Up to a few duplicated sequence numbers, each with the index of its second arrival.
     pub dup_examples: Vec<(u64, usize)>,
+    /// Up to a few reorderings: the sequence number, the higher one received before it, the
+    /// entry indices of both and the `_id`s they were polled with (if they were).
+    pub ooo_examples: Vec<Reordered>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reordered {
+    pub seq: u64,
+    pub after: u64,
+    pub at: usize,
+    pub after_at: usize,
+    pub polled: Option<String>,
+    pub after_polled: Option<String>,
 }
 
 impl ChannelResult {
@@ -75,6 +92,17 @@ pub fn late_gaps(entries: &[Entry]) -> u64 {
     late
 }
 
+/// What is known about one channel's writes besides the sequence numbers committed.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Writes whose outcome their writer never learnt: they may commit after later ones.
+    pub uncertain: HashSet<u64>,
+    /// The `_id` (hex) each accepted publish got, by sequence number.
+    pub ids: HashMap<u64, String>,
+    /// The ObjectId seconds of each committed document's `_id`, by sequence number.
+    pub written_secs: HashMap<u64, u32>,
+}
+
 /// Checks one channel. `committed` is sorted; `complete` says the reader was alive to the end
 /// (a reader that gave up is judged up to its last event only).
 pub fn check_channel(
@@ -82,9 +110,9 @@ pub fn check_channel(
     channel: &str,
     committed: &[u64],
     complete: bool,
-    uncertain: &HashSet<u64>,
-    known_ids: &HashMap<u64, String>,
+    known: &Known,
 ) -> ChannelResult {
+    let (uncertain, known_ids) = (&known.uncertain, &known.ids);
     let mut r = ChannelResult::default();
     // The received sequence of this channel, each with the gap reasons seen since the
     // previous event of the channel.
@@ -92,15 +120,24 @@ pub fn check_channel(
     let mut at: Vec<usize> = Vec::new();
     let mut polled: Vec<Option<&str>> = Vec::new();
     let mut pending_gaps: Vec<String> = Vec::new();
+    // The last gap after the channel's last event, if any.
+    let mut trailing_gap: Option<(String, Option<u32>)> = None;
     for (i, e) in entries.iter().enumerate() {
         match e {
-            Entry::Gap { reason } => pending_gaps.push(reason.clone()),
+            Entry::Gap {
+                reason,
+                resumed_secs,
+            } => {
+                pending_gaps.push(reason.clone());
+                trailing_gap = Some((reason.clone(), *resumed_secs));
+            }
             Entry::Event {
                 channel: c,
                 seq,
                 polled_id,
             } if c == channel => {
                 got.push((*seq, std::mem::take(&mut pending_gaps)));
+                trailing_gap = None;
                 at.push(i);
                 // A polled event whose `_id` the reader could not see: the writer knows it.
                 polled.push(polled_id.as_deref().map(|id| match id {
@@ -117,8 +154,8 @@ pub fn check_channel(
         return r;
     };
     let mut seen = HashSet::new();
-    // The highest sequence so far, and the `_id` it was polled with.
-    let mut max_so_far: Option<(u64, Option<&str>)> = None;
+    // The highest sequence so far, the `_id` it was polled with and where it is in `got`.
+    let mut max_so_far: Option<(u64, Option<&str>, usize)> = None;
     for (k, (seq, _)) in got.iter().enumerate() {
         if !seen.insert(*seq) {
             r.duplicated += 1;
@@ -128,7 +165,7 @@ pub fn check_channel(
         } else if uncertain.contains(seq) {
             // A write whose outcome its writer never learnt may commit after later ones.
             continue;
-        } else if let Some((_, m_id)) = max_so_far.filter(|(m, _)| *seq < *m) {
+        } else if let Some((m, m_id, m_k)) = max_so_far.filter(|(m, _, _)| *seq < *m) {
             // Polling cannot see commit order: what one poll finds is delivered in `_id`
             // order, and ObjectIds from different processes (the gateways make the
             // published events' `_id`s) sort by process within a second. Out of sequence
@@ -139,10 +176,20 @@ pub fn check_channel(
             );
             if !polled_in_id_order {
                 r.out_of_order += 1;
+                if r.ooo_examples.len() < 5 {
+                    r.ooo_examples.push(Reordered {
+                        seq: *seq,
+                        after: m,
+                        at: at[k],
+                        after_at: at[m_k],
+                        polled: polled[k].map(String::from),
+                        after_polled: m_id.map(String::from),
+                    });
+                }
             }
             continue;
         }
-        max_so_far = Some((*seq, polled[k]));
+        max_so_far = Some((*seq, polled[k], k));
     }
     // Which committed events each gap excuses: those strictly between the events received
     // either side of it.
@@ -157,17 +204,27 @@ pub fn check_channel(
     let last = if complete {
         committed.last().copied().unwrap_or(first)
     } else {
-        max_so_far.map_or(first, |(m, _)| m)
+        max_so_far.map_or(first, |(m, _, _)| m)
     };
     for &seq in committed.iter().filter(|s| **s >= first && **s <= last) {
         if seen.contains(&seq) {
             continue;
         }
+        // After the last event received, a gap excuses what was written by its `resumed_at`
+        // (to the second: a write of that second may have committed just after it).
+        let after_trailing_gap = || {
+            let (reason, resumed) = trailing_gap.as_ref()?;
+            let written = known.written_secs.get(&seq)?;
+            (seq > max_so_far.map_or(first, |(m, _, _)| m) && written <= resumed.as_ref()?)
+                .then_some(reason)
+        };
         match excused_ranges
             .iter()
             .find(|(lo, hi, _)| *lo < seq && seq < *hi)
+            .map(|(_, _, reason)| reason)
+            .or_else(after_trailing_gap)
         {
-            Some((_, _, reason)) => *r.excused.entry(reason.clone()).or_default() += 1,
+            Some(reason) => *r.excused.entry(reason.clone()).or_default() += 1,
             None => {
                 r.lost += 1;
                 if r.lost_examples.len() < 5 {
@@ -211,7 +268,7 @@ mod tests {
             polled(2, "6b0f0001aa"),
             polled(1, "6b0f0001bb"),
         ];
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
+        let r = check_channel(&e, "c", &committed, true, &Known::default());
         assert_eq!((r.out_of_order, r.lost, r.duplicated), (0, 0, 0));
         // Against `_id` order, or not both polled: out of order.
         let e = vec![
@@ -220,7 +277,7 @@ mod tests {
             polled(2, "6b0f0001bb"),
             polled(1, "6b0f0001aa"),
         ];
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
+        let r = check_channel(&e, "c", &committed, true, &Known::default());
         assert_eq!(r.out_of_order, 1);
         // A late published event: its `_id` comes from what the writer was answered.
         let e = vec![
@@ -230,17 +287,22 @@ mod tests {
             polled(1, ""),
         ];
         let known = HashMap::from([(2, "6b0f0001aa".to_string()), (1, "6b0f0001bb".to_string())]);
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &known);
+        let known = Known {
+            ids: known,
+            ..Known::default()
+        };
+        let r = check_channel(&e, "c", &committed, true, &known);
         assert_eq!(r.out_of_order, 0);
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
+        let r = check_channel(&e, "c", &committed, true, &Known::default());
         assert_eq!(r.out_of_order, 1, "unknown ids cannot excuse");
         let e = vec![Entry::Connected, ev(0), ev(2), polled(1, "6b0f0001bb")];
-        let r = check_channel(&e, "c", &committed, true, &HashSet::new(), &HashMap::new());
+        let r = check_channel(&e, "c", &committed, true, &Known::default());
         assert_eq!(r.out_of_order, 1);
     }
     fn gap(reason: &str) -> Entry {
         Entry::Gap {
             reason: reason.into(),
+            resumed_secs: None,
         }
     }
 
@@ -254,32 +316,18 @@ mod tests {
             ev(5),
             ev(6),
         ];
-        let r = check_channel(
-            &e,
-            "c",
-            &[0, 1, 2, 3, 4, 5, 6],
-            true,
-            &HashSet::new(),
-            &HashMap::new(),
-        );
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5, 6], true, &Known::default());
         assert_eq!(r.violations(), 0, "{r:?}");
         assert_eq!(r.received, 4);
         // Other channels' events and channels are not mixed up.
-        let r = check_channel(&e, "other", &[], true, &HashSet::new(), &HashMap::new());
+        let r = check_channel(&e, "other", &[], true, &Known::default());
         assert_eq!(r.violations(), 0);
     }
 
     #[test]
     fn lost_duplicated_and_reordered_are_counted() {
         let e = vec![Entry::Connected, ev(0), ev(2), ev(2), ev(1), ev(4)];
-        let r = check_channel(
-            &e,
-            "c",
-            &[0, 1, 2, 3, 4, 5],
-            true,
-            &HashSet::new(),
-            &HashMap::new(),
-        );
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], true, &Known::default());
         assert_eq!(r.duplicated, 1);
         // A write of unknown outcome that committed late is not out of order.
         let late = check_channel(
@@ -287,8 +335,10 @@ mod tests {
             "c",
             &[0, 1, 2, 3, 4, 5],
             true,
-            &HashSet::from([1]),
-            &HashMap::new(),
+            &Known {
+                uncertain: HashSet::from([1]),
+                ..Known::default()
+            },
         );
         assert_eq!(late.out_of_order, 0);
         assert_eq!(r.out_of_order, 1);
@@ -296,14 +346,7 @@ mod tests {
         assert_eq!(r.lost, 2);
         assert_eq!(r.lost_examples, vec![3, 5]);
         // A reader that gave up is judged up to its last event.
-        let r = check_channel(
-            &e,
-            "c",
-            &[0, 1, 2, 3, 4, 5],
-            false,
-            &HashSet::new(),
-            &HashMap::new(),
-        );
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5], false, &Known::default());
         assert_eq!(r.lost, 1);
     }
 
@@ -318,14 +361,7 @@ mod tests {
             ev(5),
             ev(7),
         ];
-        let r = check_channel(
-            &e,
-            "c",
-            &[0, 1, 2, 3, 4, 5, 6, 7],
-            true,
-            &HashSet::new(),
-            &HashMap::new(),
-        );
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4, 5, 6, 7], true, &Known::default());
         assert_eq!(r.excused.get("history_lost"), Some(&3));
         // 6 was lost after the resume point: no gap excuses it.
         assert_eq!(r.lost, 1);
@@ -334,17 +370,40 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_after_the_last_event_excuses_what_was_written_by_its_resume_point() {
+        // The reader's stream ended with a gap resumed at second 100, and nothing was written
+        // to its channel after 3: 2 and 3 were written by then, 4 after it.
+        let e = vec![
+            Entry::Connected,
+            ev(0),
+            ev(1),
+            Entry::Connected,
+            Entry::Gap {
+                reason: "mode_changed".into(),
+                resumed_secs: Some(100),
+            },
+        ];
+        let known = Known {
+            written_secs: HashMap::from([(0, 90), (1, 95), (2, 99), (3, 100), (4, 101)]),
+            ..Known::default()
+        };
+        let r = check_channel(&e, "c", &[0, 1, 2, 3, 4], true, &known);
+        assert_eq!(r.excused.get("mode_changed"), Some(&2));
+        assert_eq!(r.lost_examples, vec![4]);
+        // An event after the gap ends its trailing role: what is missing before the event
+        // is judged by the range rule, after it is lost.
+        let mut e2 = e.clone();
+        e2.push(ev(3));
+        let r = check_channel(&e2, "c", &[0, 1, 2, 3, 4], true, &known);
+        assert_eq!(r.excused.get("mode_changed"), Some(&1));
+        assert_eq!(r.lost_examples, vec![4]);
+    }
+
+    #[test]
     fn a_gap_after_data_on_its_connection_is_late_and_silence_is_loss() {
         let e = vec![Entry::Connected, ev(0), gap("mode_changed"), ev(1)];
         assert_eq!(late_gaps(&e), 1);
-        let r = check_channel(
-            &[Entry::Connected],
-            "c",
-            &[0, 1],
-            true,
-            &HashSet::new(),
-            &HashMap::new(),
-        );
+        let r = check_channel(&[Entry::Connected], "c", &[0, 1], true, &Known::default());
         assert!(r.silent);
         assert_eq!(r.violations(), 1);
     }

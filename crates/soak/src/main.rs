@@ -21,7 +21,7 @@ mod sample;
 mod sse;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::sync::{watch, Notify};
 
-use crate::check::{check_channel, late_gaps, ChannelResult};
+use crate::check::{check_channel, late_gaps, ChannelResult, Known};
 use crate::nemesis::{Fault, Nemesis};
 use crate::procs::{Gateway, Sim};
 use crate::reader::{covers, lock, Reader};
@@ -514,6 +514,26 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut busy = 0;
     let mut gaps: BTreeMap<String, u64> = BTreeMap::new();
     let mut bad_events = 0;
+    // Per channel, what the checker needs to know besides the committed sequence numbers.
+    let mut known: HashMap<String, Known> = HashMap::new();
+    for (c, q) in lock(&stats.uncertain).iter() {
+        known.entry(c.clone()).or_default().uncertain.insert(*q);
+    }
+    for ((c, q), id) in lock(&stats.pub_ids).iter() {
+        known
+            .entry(c.clone())
+            .or_default()
+            .ids
+            .insert(*q, id.clone());
+    }
+    for ((c, q), secs) in &written_at {
+        known
+            .entry(c.clone())
+            .or_default()
+            .written_secs
+            .insert(*q, *secs);
+    }
+    let no_knowledge = Known::default();
     for r in &readers {
         let s = lock(&r.state);
         let complete = s.failed.is_none();
@@ -526,26 +546,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         busy += s.busy;
         bad_events += s.bad_events;
         for e in &s.entries {
-            if let check::Entry::Gap { reason } = e {
+            if let check::Entry::Gap { reason, .. } = e {
                 *gaps.entry(reason.clone()).or_default() += 1;
             }
         }
         for (ch, _) in targets(r) {
-            let unsure: std::collections::HashSet<u64> = lock(&stats.uncertain)
-                .iter()
-                .filter(|(c, _)| c == &ch)
-                .map(|(_, q)| *q)
-                .collect();
-            let ids: std::collections::HashMap<u64, String> = lock(&stats.pub_ids)
-                .iter()
-                .filter(|((c, _), _)| c == &ch)
-                .map(|((_, q), id)| (*q, id.clone()))
-                .collect();
-            let res = check_channel(&s.entries, &ch, &committed[&ch], complete, &unsure, &ids);
+            let known = known.get(&ch).unwrap_or(&no_knowledge);
+            let res = check_channel(&s.entries, &ch, &committed[&ch], complete, known);
             for (seq, next) in res.lost_examples.iter().zip(&res.lost_next_entry) {
                 // The connection the loss shows on, and the one before it.
-                let Some(next) = next else { continue };
-                let k = s.conns.iter().rposition(|c| c.3 <= *next);
+                // Never followed by an event of the channel: the reader's last connections.
+                let next = next.unwrap_or(s.entries.len());
+                let k = s.conns.iter().rposition(|c| c.3 <= next);
                 let around: Vec<String> = k
                     .into_iter()
                     .flat_map(|k| s.conns[k.saturating_sub(1)..=k].iter())
@@ -563,21 +575,62 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 let first = s.entries.iter().position(
                     |e| matches!(e, check::Entry::Event { channel, seq: q, .. } if channel == &ch && q == seq),
                 );
-                let between: Vec<String> = first
-                    .map(|f| &s.entries[f..*at])
-                    .unwrap_or(&[])
+                let from = first.unwrap_or(*at);
+                let between: Vec<String> = s.entries[from..*at]
                     .iter()
-                    .filter_map(|e| match e {
-                        check::Entry::Connected => Some("(reconnect)".to_string()),
-                        check::Entry::Gap { reason } => Some(format!("gap {reason}")),
+                    .enumerate()
+                    .filter_map(|(i, e)| {
+                        let i = from + i;
+                        let t = s.time_of(i).unwrap_or(0.0);
+                        match e {
+                            check::Entry::Connected => Some(format!(
+                                "{t:.1}s reconnect to :{}",
+                                s.port_of(i).unwrap_or(0)
+                            )),
+                            check::Entry::Gap { reason, .. } => {
+                                Some(format!("{t:.1}s gap {reason}"))
+                            }
+                            check::Entry::Mode(m) => Some(format!(
+                                "{t:.1}s mode {m} at {}",
+                                s.mode_ids.get(&i).map_or("?", String::as_str)
+                            )),
+                            check::Entry::Event { .. } => None,
+                        }
+                    })
+                    .collect();
+                explain.push(format!(
+                    "reader {} {ch} got {seq} twice, {} entries apart (first ~{:.1}s on :{}, again ~{:.1}s on :{}), with between them {between:?}",
+                    r.id,
+                    at - from,
+                    s.time_of(from).unwrap_or(0.0),
+                    s.port_of(from).unwrap_or(0),
+                    s.time_of(*at).unwrap_or(0.0),
+                    s.port_of(*at).unwrap_or(0),
+                ));
+            }
+            for o in &res.ooo_examples {
+                let modes: Vec<String> = (o.after_at..o.at)
+                    .filter_map(|i| match &s.entries[i] {
+                        check::Entry::Connected => {
+                            Some(format!("reconnect to :{}", s.port_of(i).unwrap_or(0)))
+                        }
+                        check::Entry::Gap { reason, .. } => Some(format!("gap {reason}")),
                         check::Entry::Mode(m) => Some(format!("mode {m}")),
                         check::Entry::Event { .. } => None,
                     })
                     .collect();
                 explain.push(format!(
-                    "reader {} {ch} got {seq} twice, {} entries apart, with between them {between:?}",
+                    "reader {} {ch} got {} (polled {:?}) after {} (polled {:?}), {} entries apart, ~{:.1}s on :{} then ~{:.1}s on :{}, between them {modes:?}",
                     r.id,
-                    first.map_or(0, |f| at - f)
+                    o.seq,
+                    o.polled,
+                    o.after,
+                    o.after_polled,
+                    o.at - o.after_at,
+                    s.time_of(o.after_at).unwrap_or(0.0),
+                    s.port_of(o.after_at).unwrap_or(0),
+                    s.time_of(o.at).unwrap_or(0.0),
+                    s.port_of(o.at).unwrap_or(0),
                 ));
             }
             if res.violations() > 0 {
@@ -723,6 +776,24 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(out.join("violations.log"), all)?;
+    // Every reader's connections, to follow one through the gateways' logs.
+    let mut conns_text = String::new();
+    for r in &readers {
+        let s = lock(&r.state);
+        conns_text.push_str(&format!(
+            "reader {} {:?}: {} entries, last ~{:.1}s\n",
+            r.id,
+            r.channels,
+            s.entries.len(),
+            s.time_of(s.entries.len()).unwrap_or(0.0)
+        ));
+        for (t, port, id, at) in &s.conns {
+            conns_text.push_str(&format!(
+                "  {t:8.1}s :{port} entry {at} Last-Event-ID {id:?}\n"
+            ));
+        }
+    }
+    std::fs::write(out.join("readers.log"), conns_text)?;
 
     // The human summary.
     println!("\n==== soak summary (seed {seed}) ====");

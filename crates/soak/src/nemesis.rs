@@ -550,7 +550,7 @@ impl Nemesis {
                         st.entries[seen.min(st.entries.len())..]
                             .iter()
                             .find_map(|e| match e {
-                                Entry::Gap { reason } => Some(format!("a `gap` ({reason})")),
+                                Entry::Gap { reason, .. } => Some(format!("a `gap` ({reason})")),
                                 Entry::Event { .. } => Some("an event before any gap".into()),
                                 _ => None,
                             });

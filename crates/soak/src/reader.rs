@@ -39,6 +39,35 @@ pub struct ReaderState {
     /// Every connection: (seconds into the run, gateway port, Last-Event-ID sent, index of
     /// its `Connected` entry), to explain a violation.
     pub conns: Vec<(f64, u16, Option<String>, usize)>,
+    /// (entry index, seconds into the run) for every `Connected`, `Mode` and `Gap` entry and
+    /// every [`MARK_EVERY`]th event: when an entry arrived, to line a violation up with the
+    /// gateways' logs and the fault log.
+    pub marks: Vec<(usize, f64)>,
+    /// The id of each `mode` event, by entry index (the position the source switched at).
+    pub mode_ids: HashMap<usize, String>,
+}
+
+/// See [`ReaderState::marks`].
+pub const MARK_EVERY: usize = 1000;
+
+impl ReaderState {
+    fn mark(&mut self, started: std::time::Instant) {
+        self.marks
+            .push((self.entries.len(), started.elapsed().as_secs_f64()));
+    }
+
+    /// About when entry `at` arrived (seconds into the run): the time of the last mark at or
+    /// before it.
+    pub fn time_of(&self, at: usize) -> Option<f64> {
+        let k = self.marks.partition_point(|(i, _)| *i <= at);
+        k.checked_sub(1).map(|k| self.marks[k].1)
+    }
+
+    /// The gateway port of the connection entry `at` arrived on.
+    pub fn port_of(&self, at: usize) -> Option<u16> {
+        let k = self.conns.partition_point(|c| c.3 <= at);
+        k.checked_sub(1).map(|k| self.conns[k].1)
+    }
 }
 
 pub struct Reader {
@@ -84,6 +113,18 @@ fn polled_id(id: &str, v: &serde_json::Value) -> Option<String> {
     } else {
         String::new()
     })
+}
+
+/// The time a position stands at, in seconds: a change-stream id's cluster time
+/// (`c.82` + 4 bytes of seconds), a polling id's cursor (`p.<fp>.` + an ObjectId, whose first
+/// 4 bytes are seconds).
+fn position_secs(pos: &str) -> Option<u32> {
+    let hex = match pos.split_once('.')? {
+        ("c", rest) => rest.get(2..10)?,
+        ("p", rest) => rest.split('.').nth(1)?.get(..8)?,
+        _ => return None,
+    };
+    u32::from_str_radix(hex, 16).ok()
 }
 
 /// Whether `channel` is delivered to a subscriber of `sub` (itself or a descendant).
@@ -212,6 +253,7 @@ impl Reader {
                         let at = s.entries.len();
                         let t = self.started.elapsed().as_secs_f64();
                         s.conns.push((t, port, last_id.clone(), at));
+                        s.mark(self.started);
                         s.entries.push(Entry::Connected);
                     }
                     let mut parser = Parser::new(last_id.clone());
@@ -351,6 +393,9 @@ impl Reader {
                         // Polling delivers what one poll found in `_id` order: the checker
                         // needs the `_id` to tell that from a reordering.
                         let polled_id = polled_id(id, &v);
+                        if s.entries.len() % MARK_EVERY == 0 {
+                            s.mark(self.started);
+                        }
                         s.entries.push(Entry::Event {
                             channel: c.to_string(),
                             seq,
@@ -361,11 +406,15 @@ impl Reader {
                 }
             }
             "gap" => {
-                let reason = serde_json::from_str::<serde_json::Value>(data)
-                    .ok()
-                    .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(String::from))
-                    .unwrap_or_else(|| "unnamed".into());
-                s.entries.push(Entry::Gap { reason });
+                let v = serde_json::from_str::<serde_json::Value>(data).ok();
+                let field = |k: &str| v.as_ref()?.get(k)?.as_str().map(String::from);
+                let reason = field("reason").unwrap_or_else(|| "unnamed".into());
+                let resumed_secs = field("resumed_at").and_then(|p| position_secs(&p));
+                s.mark(self.started);
+                s.entries.push(Entry::Gap {
+                    reason,
+                    resumed_secs,
+                });
             }
             "busy" => s.busy += 1,
             "mode" => {
@@ -374,9 +423,31 @@ impl Reader {
                     .ok()
                     .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(String::from))
                     .unwrap_or_default();
+                s.mark(self.started);
+                let at = s.entries.len();
+                s.mode_ids.insert(at, id.to_string());
                 s.entries.push(Entry::Mode(mode));
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::position_secs;
+
+    #[test]
+    fn positions_tell_their_time() {
+        assert_eq!(
+            position_secs("c.826B0F8DCE0000002200000000000045E803"),
+            Some(0x6B0F_8DCE)
+        );
+        assert_eq!(
+            position_secs("p.865BE465.6B0F8DC70000000000000000.0.F3221C36"),
+            Some(0x6B0F_8DC7)
+        );
+        assert_eq!(position_secs("p.865BE465.-.0"), None);
+        assert_eq!(position_secs("x.1"), None);
     }
 }
