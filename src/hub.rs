@@ -306,7 +306,15 @@ impl Recount {
             u32::MAX,
             origin,
         ));
-        if from > *head {
+        // A cursor ahead of the head is kept (the connection continues at the head, filtered
+        // by it; `Resumer::open`): the client's id must not move back to the head, where a
+        // reconnect elsewhere would be sent what it had. Only one beyond the clock horizon,
+        // which no filter uses, resumes from the head.
+        if from > *head
+            && !c
+                .high()
+                .is_some_and(|h| crate::source::polling::within_horizon(&h))
+        {
             from = head.clone();
         }
         Some(Recount {

@@ -745,7 +745,11 @@ async fn auto_mode_switches_both_ways_mid_stream_losing_nothing() {
     let (evs, mode) = until_mode(&mut sse).await;
     got.extend(evs);
     assert_eq!(json_of(&mode), polling_json());
-    assert_eq!(position(&mode.id).kind(), PositionKind::Polling);
+    // The end of the stream's last second, counting one late batch (see
+    // `leaving_right_after_a_switch_to_polling_repeats_nothing_elsewhere`).
+    let start = position(&mode.id);
+    assert_eq!(start.kind(), PositionKind::Polling);
+    assert_eq!(start.polling().map(|c| c.late()), Some(1), "{}", mode.id);
     let after_poll = got.len();
     got.extend(data(&mut sse, 10).await);
     assert!(got[after_poll..]
@@ -777,6 +781,69 @@ async fn auto_mode_switches_both_ways_mid_stream_losing_nothing() {
     assert_eq!(Stats::get(&gw.source_stats.switches), 3);
     fail_point_off(&mongo).await;
     gw.shutdown().await;
+}
+
+/// Found by the chaos soak (seed 77, 4 minutes): a reader left a gateway right after its
+/// switch to polling, with the `mode` event's id — then the poller's start, "every document
+/// up to the first `_id` of the change stream's last second" — and resumed on a polling
+/// gateway, which sent again the documents of that second the change stream had delivered.
+/// (The earlier code failed this whenever the switch fell in the second of the inserts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaving_right_after_a_switch_to_polling_repeats_nothing_elsewhere() {
+    let mongo = Mongo::start("poll_switch_leave").await;
+    let app_a = unique_name("gwsla");
+    let a = start_gateway_named(&mongo, &app_a, &vars(&[])).await;
+    let b = start_gateway(&mongo, &vars(&[("SSE_MODE", "polling")])).await;
+    let (base_a, base_b) = (base_url(&a), base_url(&b));
+    assert_eq!(a.hub.mode(), Some(Mode::ChangeStream));
+    let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
+    for seq in 1..=5 {
+        mongo.insert("w1", "f1", seq).await;
+    }
+    assert_eq!(seqs(&data(&mut on_a, 5).await), [1, 2, 3, 4, 5]);
+    unauthorized(&mongo, &app_a, &["getMore", "aggregate"]).await;
+    let (more, mode) = until_mode(&mut on_a).await;
+    assert!(more.is_empty(), "{more:?}");
+    let left = on_a.last_event_id().to_string();
+    assert_eq!(left, mode.id);
+    drop(on_a);
+    let switched_at = position(&left)
+        .polling()
+        .and_then(|c| c.high())
+        .map(|h| (h.timestamp().timestamp_millis() / 1000) as u32)
+        .expect("a polling cursor");
+
+    // B: none of 1..=5 again (a `late_order_unknown` gap may say that documents committed
+    // after A's switch, up to its cursor, could be missing), then what is new.
+    let mut on_b = Sse::subscribe(&base_b, &["logs:w1"], Some(&left)).await;
+    let six = oid_in(switched_at + 1, 0x10, 6);
+    mongo.logs().insert_one(log_at(six, 6)).await.unwrap();
+    let mut got = Vec::new();
+    while !got.contains(&6) {
+        match within(WAIT, "B's stream", on_b.next_event(WAIT)).await {
+            Ok(ev) if ev.event == "message" => got.push(ev.seq()),
+            Ok(ev) if ev.event == "mode" => {}
+            Ok(ev) if ev.event == "gap" => {
+                assert_eq!(json_of(&ev)["reason"], "late_order_unknown", "{ev:?}");
+                // Not B's head, if that lags: a reconnect elsewhere would repeat from there.
+                let cursor = |id: &str| position(id).polling().and_then(|c| c.high());
+                assert_eq!(
+                    cursor(&ev.id),
+                    cursor(&left),
+                    "the gap's id keeps A's cursor"
+                );
+            }
+            other => panic!("B: {other:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        [6],
+        "B sent again what A's change stream had delivered"
+    );
+    fail_point_off(&mongo).await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 /// Found by the chaos soak (`crates/soak`, seed 21 with only the change-streams-unavailable
@@ -1676,19 +1743,21 @@ async fn another_gateways_cursor_gets_none_of_what_this_one_delivered_late_below
     b.shutdown().await;
 }
 
-/// Found by the chaos soak (seed 2026, 40 minutes, 1 001 239 events): a reader moved to a
-/// gateway whose polls were failing, its id ahead of that gateway's head. After the
-/// `position_ahead` gap the connection continues from the head, and the documents between
-/// the head and the id — which the client had from the other gateway — came again (455
-/// duplicates). The other poller's cursor still says the client has them.
+/// Found by the chaos soak twice. Seed 2026, 40 minutes: a reader moved to a gateway whose
+/// polls were failing, its id ahead of that gateway's head; after the `position_ahead` gap
+/// the connection continued from the head, and the documents between the head and the id —
+/// which the client had from the other gateway — came again (455 duplicates). Seed 77,
+/// 4 minutes, after that was fixed: the gap's id (the head) became the client's id, and its
+/// next reconnect, elsewhere, was sent them again. Another poller's cursor says the client
+/// has every document up to it, so no gap is needed at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn after_a_position_ahead_gap_nothing_up_to_another_gateways_cursor_is_repeated() {
+async fn another_pollers_id_ahead_of_the_head_needs_no_gap_and_stays_the_clients_id() {
     let Some(mongo) = standalone("poll_ahead_foreign").await else {
         return;
     };
     let (app_a, app_b) = (unique_name("gwpaa"), unique_name("gwpab"));
     let a = start_gateway_named(&mongo, &app_a, &vars(&[])).await;
-    let b = start_gateway_named(&mongo, &app_b, &vars(&[])).await;
+    let b = start_gateway_named(&mongo, &app_b, &vars(&[("SSE_HEARTBEAT_SECS", "1")])).await;
     let (base_a, base_b) = (base_url(&a), base_url(&b));
     let mut on_a = Sse::subscribe(&base_a, &["logs:w1"], None).await;
     expect_mode(&mut on_a).await;
@@ -1701,17 +1770,24 @@ async fn after_a_position_ahead_gap_nothing_up_to_another_gateways_cursor_is_rep
     assert_eq!(seqs(&got), [1, 2, 3, 4, 5]);
     let asked = got[4].id.clone();
 
-    // B's head is behind A's id and stays there: after a short wait, a gap.
+    // B's head is behind A's id and stays there. The id is another poller's: no gap is
+    // needed and none comes, and nothing B sends meanwhile (heartbeats) moves the client's
+    // id back below A's cursor — a reconnect elsewhere would be sent 1..=5 again.
     let mut resumed = Sse::subscribe(&base_b, &["logs:w1"], Some(&asked)).await;
-    let gap = loop {
-        match within(WAIT, "the gap", resumed.next_event(WAIT)).await {
-            Ok(ev) if ev.event == "mode" => continue,
-            Ok(ev) => break ev,
-            Err(e) => panic!("resumed on B: {e:?}"),
+    let mut heartbeats = 0;
+    while heartbeats < 3 {
+        match within(WAIT, "heartbeats", resumed.next(WAIT)).await {
+            Ok(Item::Comment(c)) if c == "heartbeat" => heartbeats += 1,
+            Ok(Item::Event(ev)) if ev.event == "mode" => {}
+            Ok(Item::Retry(_)) => {}
+            other => panic!("B behind A's id: expected heartbeats only, got {other:?}"),
         }
-    };
-    assert_eq!(gap.event, "gap", "{gap:?}");
-    assert_eq!(json_of(&gap)["reason"], "position_ahead", "{gap:?}");
+    }
+    assert_eq!(
+        resumed.last_event_id(),
+        asked,
+        "B must leave the client at A's id while its own head is behind it"
+    );
 
     // B catches up: none of 1..=5 again, then what is new.
     fail_point_off(&mongo).await;

@@ -568,11 +568,8 @@ impl Conn {
         self.frames
             .push_back(gap::frame(GapReason::PositionAhead, &target, &sub.head));
         self.last_sent = sub.head.clone();
-        // Another poller's cursor still holds (`hub::Subscription::seen_through`): this
-        // gateway's head lagged, the client has every document up to it all the same. (The
-        // chaos soak: cleared here, 455 documents came twice after such gaps.) A cursor
-        // beyond the clock horizon, which would filter out everything until then, was never
-        // set.
+        // Never another poller's cursor within the clock horizon: that one needs no wait
+        // (`Resumer::open`), its filter makes the resume exact.
     }
 
     /// A comment keeps proxies from timing the connection out; an `id:`-only message moves the

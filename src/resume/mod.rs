@@ -285,7 +285,14 @@ impl Resumer {
                     // Ahead of this gateway: another instance may be a few milliseconds
                     // further along, or the id is from a restored cluster or a stepped clock.
                     r.last_sent = pos.clone();
-                    r.ahead = Some(pos.clone());
+                    // Another poller's cursor (within the clock horizon) needs neither the
+                    // wait nor a gap: documents up to it are not sent, those after it are,
+                    // whenever this gateway's polls get there. The client keeps its id until
+                    // then — a gap's id (this head, behind the cursor) made a reconnect
+                    // elsewhere repeat what it had (the chaos soak).
+                    if sub.seen_through.is_none() {
+                        r.ahead = Some(pos.clone());
+                    }
                 }
                 if resume.is_none() && backlog > 0 {
                     r.label = "backlog";

@@ -117,6 +117,13 @@ fn random_origin() -> u32 {
     (x ^ (x >> 32)) as u32
 }
 
+/// The largest ObjectId of a second.
+pub fn oid_last(secs: u32) -> ObjectId {
+    let mut b = [0xffu8; 12];
+    b[..4].copy_from_slice(&secs.to_be_bytes());
+    ObjectId::from_bytes(b)
+}
+
 pub fn oid_secs(oid: &ObjectId) -> u32 {
     let b = oid.bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -204,10 +211,20 @@ impl Poller {
         delivered: &HashSet<Arc<str>>,
     ) -> mongodb::error::Result<Poller> {
         let mut p = Poller::new(db, sources, overlap, stats);
-        p.high = Some(oid_at(secs));
         // The cursor stays at the change stream's time: starting it at the highest `_id` the
         // stream delivered (fewer late documents) re-delivered documents once the window moved
         // below what the hub still remembered (the chaos soak, seed 2026).
+        //
+        // At the end of that second, counting one late batch: the client has what the stream
+        // sent, by commit time — every document of that second committed so far, whatever
+        // its `_id`, and none committed later, whatever its `_id`. No polling cursor says
+        // that. "Everything up to the first `_id` of the second" made another gateway send
+        // that second's documents again (the chaos soak, seed 77); the end of the second with
+        // a late count makes it filter them all out and say, with a `late_order_unknown`
+        // gap, that later commits up to there may be missing. Here, what the stream did not
+        // send is delivered as late.
+        p.high = Some(oid_last(secs));
+        p.late = 1;
         p.scan_delivered(delivered).await?;
         Ok(p)
     }
@@ -451,5 +468,8 @@ mod tests {
         let real = ObjectId::new();
         assert!(oid_at(oid_secs(&real)) <= real);
         assert!(oid_at(oid_secs(&real) + 1) > real);
+        assert!(oid_last(oid_secs(&real)) >= real);
+        assert!(oid_last(oid_secs(&real)) < oid_at(oid_secs(&real) + 1));
+        assert_eq!(oid_secs(&oid_last(7)), 7);
     }
 }
