@@ -153,6 +153,9 @@ struct Inner {
     /// The latest poller's origin: whose late counts this gateway's memory holds (the current
     /// segment's when polling, the previous one's after switching back).
     poll_origin: Option<u32>,
+    /// The cluster time (seconds) the change stream began streaming at, in this process or
+    /// after its last gap: nothing committed before it was delivered here.
+    began_secs: Option<u32>,
 }
 
 impl Inner {
@@ -334,6 +337,17 @@ fn foreign_cursor(pos: &Position, origin: Option<u32>) -> Option<bson::oid::Obje
         .filter(crate::source::polling::within_horizon)
 }
 
+impl Subscription {
+    /// The newest position whose events are all in this connection's queue, if any: the
+    /// hub's head, unless the queue refused an event on the way there (the connection is
+    /// about to be closed as a slow consumer and must not claim that event; a heartbeat
+    /// that did moved its client past everything it missed).
+    pub fn delivered_head(&self) -> Option<Position> {
+        let head = self.hub.delivered_head();
+        (!self.rx.refused()).then_some(head).flatten()
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.conn);
@@ -364,6 +378,7 @@ impl Hub {
                 mode: None,
                 delivered: Delivered::default(),
                 poll_origin: None,
+                began_secs: None,
             }),
             fanout: Mutex::new(Targets::default()),
             history_capacity: history.into(),
@@ -429,6 +444,7 @@ impl Hub {
         let switched = match &mut inner.history {
             None => {
                 inner.history = Some(History::new(self.history_capacity, start.clone()));
+                inner.began_secs = start.cluster_time().map(|t| t.time);
                 false
             }
             Some(h) if h.head().cmp_same_kind(&start).is_some() => {
@@ -472,6 +488,13 @@ impl Hub {
         self.lock().mode
     }
 
+    /// The cluster time (seconds) this gateway's change stream began at — when the process
+    /// started, or after its last gap — if it began with one: a poller taking over must not
+    /// deliver what was committed before (see `Poller::after_change_stream`).
+    pub fn began_secs(&self) -> Option<u32> {
+        self.lock().began_secs
+    }
+
     /// Keys (collection and `_id`) of the documents delivered recently: what a source taking
     /// over may have to avoid repeating, and what a polling catch-up or backlog may send. With
     /// [`Hub::track_delivered`], every document within the window; otherwise what the ring
@@ -505,6 +528,7 @@ impl Hub {
             Some(h) => h.reset(start.clone()),
             None => inner.history = Some(History::new(self.history_capacity, start.clone())),
         }
+        inner.began_secs = start.cluster_time().map(|t| t.time);
         inner.state = SourceState::Running;
         let conns: Vec<ConnId> = inner.closers.keys().copied().collect();
         for conn in conns {
@@ -932,6 +956,26 @@ mod tests {
             "{:?}",
             later.start
         );
+    }
+
+    /// Found by the chaos soak (seed 77): whole-workspace readers lost the last seconds of a
+    /// run. A heartbeat tells the client the head once the queue is drained; a queue that
+    /// refused an event (a slow consumer, closed a moment later) is drained without it, so the
+    /// head must not be claimed there.
+    #[test]
+    fn a_queue_that_refused_an_event_is_not_told_the_head_past_it() {
+        let hub = Hub::new(100, 2);
+        hub.source_started(pos(1), Mode::ChangeStream);
+        let mut sub = hub
+            .subscribe(chans(&["logs:w1"]), None, Box::new(|| {}))
+            .unwrap();
+        hub.publish(ev(2, "logs:w1"));
+        assert_eq!(sub.delivered_head(), Some(pos(2)));
+        hub.publish(ev(3, "logs:w1"));
+        hub.publish(ev(4, "logs:w1")); // refused: the queue holds two
+        assert_eq!(hub.delivered_head(), Some(pos(4)));
+        assert_eq!(drain(&mut sub), vec![pos(2), pos(3)]);
+        assert_eq!(sub.delivered_head(), None, "4 never reached this queue");
     }
 
     /// Events are offered after the hub lock is released. A connection subscribing in that

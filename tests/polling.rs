@@ -783,6 +783,43 @@ async fn auto_mode_switches_both_ways_mid_stream_losing_nothing() {
     gw.shutdown().await;
 }
 
+/// Found by the chaos soak (seed 2026, 40 minutes: defect 10): a gateway restarted and nine
+/// seconds later switched to polling. Its poller re-read the overlap window and delivered what
+/// the change stream had not sent — including what was committed before the gateway started,
+/// which every connection already had: a second of documents twice, on every reader. (The
+/// `_id`s are a few seconds old here, as a writer's are whose insert was in flight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switch_to_polling_soon_after_start_sends_nothing_from_before_the_start() {
+    let mongo = Mongo::start("poll_switch_fresh").await;
+    let before = (ObjectId::new().timestamp().timestamp_millis() / 1000) as u32 - 3;
+    for seq in 1..=5u8 {
+        let id = oid_in(before, 0x20, seq);
+        mongo
+            .logs()
+            .insert_one(log_at(id, i64::from(seq)))
+            .await
+            .unwrap();
+    }
+    let app = unique_name("gwsf");
+    let gw = start_gateway_named(&mongo, &app, &vars(&[])).await;
+    assert_eq!(gw.hub.mode(), Some(Mode::ChangeStream));
+    let mut sse = Sse::subscribe(&base_url(&gw), &["logs:w1"], None).await;
+    mongo.insert("w1", "f1", 6).await;
+    assert_eq!(seqs(&data(&mut sse, 1).await), [6]);
+
+    unauthorized(&mongo, &app, &["getMore", "aggregate"]).await;
+    let (more, _mode) = until_mode(&mut sse).await;
+    assert!(more.is_empty(), "{more:?}");
+    mongo.insert("w1", "f1", 7).await;
+    assert_eq!(
+        seqs(&data(&mut sse, 1).await),
+        [7],
+        "the poller sent what was committed before the gateway started"
+    );
+    fail_point_off(&mongo).await;
+    gw.shutdown().await;
+}
+
 /// Found by the chaos soak (seed 77, 4 minutes): a reader left a gateway right after its
 /// switch to polling, with the `mode` event's id — then the poller's start, "every document
 /// up to the first `_id` of the change stream's last second" — and resumed on a polling

@@ -61,6 +61,9 @@ pub struct Poller {
     seen: BTreeSet<(ObjectId, usize)>,
     /// See [`Poller::take_baseline`].
     baseline: Vec<(Arc<str>, Position)>,
+    /// See [`Poller::not_before`]: documents below this `_id` that were not delivered are
+    /// not this gateway's to deliver.
+    not_before: Option<ObjectId>,
     stats: Arc<PollStats>,
 }
 
@@ -143,6 +146,7 @@ impl Poller {
             origin: random_origin(),
             seen: BTreeSet::new(),
             baseline: Vec::new(),
+            not_before: None,
             stats,
         }
     }
@@ -247,6 +251,26 @@ impl Poller {
             }
         }
         Ok(())
+    }
+
+    /// Taking over from a change stream that began streaming at cluster time `began` (this
+    /// process's start, or its last gap) and reached `head`: a document of the window that
+    /// the stream did not deliver and whose `_id` is from before `began` was committed before
+    /// it — the gateway never had it; connections that need it were caught up — and is not
+    /// delivered now. A gateway restarted less than a window before such a switch sent every
+    /// connection the second before its start again (the chaos soak, seed 2026: defect 10).
+    /// `began`'s own second counts as before it once the stream ran more than a second past
+    /// it: a document of that second committed after the stream's head would have to take
+    /// longer to commit than that.
+    pub fn not_before(mut self, began: Option<u32>, head: u32) -> Poller {
+        self.not_before = began.map(|b| {
+            if head > b.saturating_add(1) {
+                oid_at(b.saturating_add(1))
+            } else {
+                oid_at(b)
+            }
+        });
+        self
     }
 
     /// Delivers a document only once its `_id` is `settle` old (whole seconds; see
@@ -404,13 +428,14 @@ impl Poller {
             let mut runs: Vec<(ObjectId, ObjectId)> = Vec::new();
             let mut extends = false;
             let mut skipped = 0;
-            let seen = &self.seen;
+            let (seen, not_before) = (&self.seen, self.not_before);
             self.scan_window(idx, |id| {
                 let Some(id) = id else {
                     skipped += 1;
                     return;
                 };
-                if seen.contains(&(id, idx)) || !due(&id) {
+                let before_start = not_before.is_some_and(|b| id < b);
+                if seen.contains(&(id, idx)) || !due(&id) || before_start {
                     extends = false;
                 } else {
                     match runs.last_mut() {

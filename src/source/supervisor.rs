@@ -269,8 +269,10 @@ impl Supervisor {
         let stats = Arc::clone(&self.stats.poll);
         let started = match hub.head().and_then(|p| p.cluster_time()) {
             Some(t) => {
-                Poller::after_change_stream(db, sources, overlap, stats, t.time, &hub.recent_keys())
+                let delivered = hub.recent_keys();
+                Poller::after_change_stream(db, sources, overlap, stats, t.time, &delivered)
                     .await
+                    .map(|p| p.not_before(hub.began_secs(), t.time))
             }
             None => Poller::start_now(db, sources, overlap, stats).await,
         };
