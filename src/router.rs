@@ -36,14 +36,15 @@ struct Subscriber {
 pub fn queue(budget: Budget) -> (QueueSender, QueueReceiver) {
     let (tx, rx) = mpsc::channel(budget.events.max(1));
     let bytes = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicBool::new(false));
     (
         QueueSender {
             tx,
             bytes: Arc::clone(&bytes),
             max_bytes: budget.bytes,
-            refused: AtomicBool::new(false),
+            refused: Arc::clone(&refused),
         },
-        QueueReceiver { rx, bytes },
+        QueueReceiver { rx, bytes, refused },
     )
 }
 
@@ -55,8 +56,10 @@ pub struct QueueSender {
     max_bytes: usize,
     /// It refused an event for being full: it takes nothing more, or the connection could
     /// receive a later event after missing that one. (Events are offered outside the hub
-    /// lock, so another one may reach the queue before the router drops it.)
-    refused: AtomicBool,
+    /// lock, so another one may reach the queue before the router drops it.) Shared with the
+    /// receiver, whose stream must not tell its client it is at a head past the refused
+    /// event (see [`QueueReceiver::refused`]).
+    refused: Arc<AtomicBool>,
 }
 
 /// Why [`QueueSender::offer`] did not queue an event.
@@ -73,7 +76,7 @@ impl QueueSender {
     /// what a slow reader holds, it must not keep a fast one from ever receiving a large
     /// document.
     fn offer(&self, ev: &Arc<Event>) -> Result<(), Refused> {
-        if self.refused.load(Ordering::Relaxed) {
+        if self.refused.load(Ordering::Acquire) {
             return Err(Refused::Closed); // reported once, as full, when it happened
         }
         let size = footprint(ev);
@@ -82,7 +85,7 @@ impl QueueSender {
             return if self.tx.is_closed() {
                 Err(Refused::Closed)
             } else {
-                self.refused.store(true, Ordering::Relaxed);
+                self.refused.store(true, Ordering::Release);
                 Err(Refused::Full)
             };
         }
@@ -94,7 +97,7 @@ impl QueueSender {
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
                 match e {
                     TrySendError::Full(_) => {
-                        self.refused.store(true, Ordering::Relaxed);
+                        self.refused.store(true, Ordering::Release);
                         Err(Refused::Full)
                     }
                     TrySendError::Closed(_) => Err(Refused::Closed),
@@ -114,6 +117,7 @@ impl QueueSender {
 pub struct QueueReceiver {
     rx: Receiver<Arc<Event>>,
     bytes: Arc<AtomicUsize>,
+    refused: Arc<AtomicBool>,
 }
 
 impl QueueReceiver {
@@ -130,6 +134,13 @@ impl QueueReceiver {
         let ev = self.rx.try_recv()?;
         self.taken(&ev);
         Ok(ev)
+    }
+
+    /// Whether the queue refused an event (a slow consumer, about to be closed). Set before
+    /// the hub's head moves past that event, so a stream that read the head and then finds
+    /// this false has every event up to that head in its queue.
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
     }
 
     /// The bytes queued and not yet taken.

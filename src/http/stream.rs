@@ -576,7 +576,7 @@ impl Conn {
     /// browser's `lastEventId` to the head when nothing for this connection happened, so its
     /// next reconnect resumes from memory instead of an ever older position.
     fn heartbeat(&mut self, sub: &mut Subscription) {
-        let head = self.hub.delivered_head();
+        let head = sub.delivered_head();
         // Events up to `head` for this connection are already in the queue: take them first.
         while let Ok(ev) = sub.rx.try_recv() {
             self.send_live(&ev);
