@@ -28,10 +28,12 @@ pub enum Entry {
         seq: u64,
         polled_id: Option<String>,
     },
-    /// A `gap` event; `resumed_secs` is the time of its `resumed_at` position (a change-stream
-    /// token's cluster time, a polling cursor's ObjectId seconds), when it names one.
+    /// A `gap` event; `asked_secs` and `resumed_secs` are the times of its `last_event_id`
+    /// and `resumed_at` positions (a change-stream token's cluster time, a polling cursor's
+    /// ObjectId seconds), when they name one.
     Gap {
         reason: String,
+        asked_secs: Option<u32>,
         resumed_secs: Option<u32>,
     },
     /// A `mode` event (`polling` or `change_stream`): not checked, kept to explain.
@@ -103,6 +105,32 @@ pub struct Known {
     pub written_secs: HashMap<u64, u32>,
 }
 
+/// A gap as the checker weighs it.
+#[derive(Debug, Clone)]
+struct GapSeen {
+    reason: String,
+    asked_secs: Option<u32>,
+    resumed_secs: Option<u32>,
+}
+
+impl GapSeen {
+    /// Whether this gap can excuse a missing event written (ObjectId second) at `written`.
+    /// A gap announces what lies between the client's position and `resumed_at`; an event
+    /// written before that position should have been received before it, and is lost. (To
+    /// the second, and a second more: a write may commit a little after its `_id`.) Not for
+    /// `late_order_unknown`, whose missing documents are late ones, below its cursor.
+    fn excuses(&self, written: Option<u32>) -> bool {
+        let bounded = matches!(
+            self.reason.as_str(),
+            "history_lost" | "mode_changed" | "too_far_behind"
+        );
+        match (bounded, self.asked_secs, written) {
+            (true, Some(asked), Some(w)) => w.saturating_add(1) >= asked,
+            _ => true,
+        }
+    }
+}
+
 /// Checks one channel. `committed` is sorted; `complete` says the reader was alive to the end
 /// (a reader that gave up is judged up to its last event only).
 pub fn check_channel(
@@ -116,20 +144,26 @@ pub fn check_channel(
     let mut r = ChannelResult::default();
     // The received sequence of this channel, each with the gap reasons seen since the
     // previous event of the channel.
-    let mut got: Vec<(u64, Vec<String>)> = Vec::new();
+    let mut got: Vec<(u64, Vec<GapSeen>)> = Vec::new();
     let mut at: Vec<usize> = Vec::new();
     let mut polled: Vec<Option<&str>> = Vec::new();
-    let mut pending_gaps: Vec<String> = Vec::new();
+    let mut pending_gaps: Vec<GapSeen> = Vec::new();
     // The last gap after the channel's last event, if any.
-    let mut trailing_gap: Option<(String, Option<u32>)> = None;
+    let mut trailing_gap: Option<GapSeen> = None;
     for (i, e) in entries.iter().enumerate() {
         match e {
             Entry::Gap {
                 reason,
+                asked_secs,
                 resumed_secs,
             } => {
-                pending_gaps.push(reason.clone());
-                trailing_gap = Some((reason.clone(), *resumed_secs));
+                let gap = GapSeen {
+                    reason: reason.clone(),
+                    asked_secs: *asked_secs,
+                    resumed_secs: *resumed_secs,
+                };
+                pending_gaps.push(gap.clone());
+                trailing_gap = Some(gap);
             }
             Entry::Event {
                 channel: c,
@@ -193,12 +227,12 @@ pub fn check_channel(
     }
     // Which committed events each gap excuses: those strictly between the events received
     // either side of it.
-    let mut excused_ranges: Vec<(u64, u64, String)> = Vec::new();
+    let mut excused_ranges: Vec<(u64, u64, &GapSeen)> = Vec::new();
     for w in got.windows(2) {
         let (before, _) = &w[0];
         let (after, gaps) = &w[1];
-        if let Some(reason) = gaps.first() {
-            excused_ranges.push((*before, *after, reason.clone()));
+        if let Some(gap) = gaps.first() {
+            excused_ranges.push((*before, *after, gap));
         }
     }
     let last = if complete {
@@ -210,18 +244,19 @@ pub fn check_channel(
         if seen.contains(&seq) {
             continue;
         }
+        let written = known.written_secs.get(&seq).copied();
         // After the last event received, a gap excuses what was written by its `resumed_at`
         // (to the second: a write of that second may have committed just after it).
         let after_trailing_gap = || {
-            let (reason, resumed) = trailing_gap.as_ref()?;
-            let written = known.written_secs.get(&seq)?;
-            (seq > max_so_far.map_or(first, |(m, _, _)| m) && written <= resumed.as_ref()?)
-                .then_some(reason)
+            let gap = trailing_gap.as_ref()?;
+            let (w, resumed) = (written?, gap.resumed_secs?);
+            (seq > max_so_far.map_or(first, |(m, _, _)| m) && w <= resumed && gap.excuses(written))
+                .then_some(&gap.reason)
         };
         match excused_ranges
             .iter()
-            .find(|(lo, hi, _)| *lo < seq && seq < *hi)
-            .map(|(_, _, reason)| reason)
+            .find(|(lo, hi, gap)| *lo < seq && seq < *hi && gap.excuses(written))
+            .map(|(_, _, gap)| &gap.reason)
             .or_else(after_trailing_gap)
         {
             Some(reason) => *r.excused.entry(reason.clone()).or_default() += 1,
@@ -302,6 +337,7 @@ mod tests {
     fn gap(reason: &str) -> Entry {
         Entry::Gap {
             reason: reason.into(),
+            asked_secs: None,
             resumed_secs: None,
         }
     }
@@ -380,6 +416,7 @@ mod tests {
             Entry::Connected,
             Entry::Gap {
                 reason: "mode_changed".into(),
+                asked_secs: Some(95),
                 resumed_secs: Some(100),
             },
         ];
@@ -397,6 +434,28 @@ mod tests {
         let r = check_channel(&e2, "c", &[0, 1, 2, 3, 4], true, &known);
         assert_eq!(r.excused.get("mode_changed"), Some(&1));
         assert_eq!(r.lost_examples, vec![4]);
+        // Written well before the position the client asked from: it should have arrived
+        // before the gap, which does not excuse it (here, between events or after them).
+        for tail in [false, true] {
+            let mut e3 = vec![
+                Entry::Connected,
+                ev(0),
+                ev(1),
+                Entry::Connected,
+                Entry::Gap {
+                    reason: "mode_changed".into(),
+                    asked_secs: Some(101),
+                    resumed_secs: Some(105),
+                },
+            ];
+            if !tail {
+                e3.push(ev(4));
+            }
+            let r = check_channel(&e3, "c", &[0, 1, 2, 3, 4], true, &known);
+            let excused = if tail { 2 } else { 1 }; // 3, and 4 unless received
+            assert_eq!(r.excused.get("mode_changed"), Some(&excused), "tail {tail}");
+            assert_eq!(r.lost_examples, vec![2], "tail {tail}");
+        }
     }
 
     #[test]

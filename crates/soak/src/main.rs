@@ -98,6 +98,10 @@ struct Args {
     /// Seconds after the writers stop for readers to receive everything.
     #[arg(long, default_value_t = 60)]
     settle_secs: u64,
+    /// Keep every event's id and name, in the loss examples, the ids received either side of
+    /// the loss (memory: about 100 bytes per delivery).
+    #[arg(long)]
+    trace_ids: bool,
     /// A stream that sends nothing for this long (heartbeats every 5 s) is a hang.
     #[arg(long, default_value_t = 30)]
     stall_secs: u64,
@@ -311,6 +315,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             c
         };
         let r = Reader::new(i, channels, Arc::clone(&progress), started, i % 10 == 9);
+        lock(&r.state).trace_ids = args.trace_ids;
         readers.push(Arc::clone(&r));
         reader_tasks.push(tokio::spawn(r.run(
             reader_http.clone(),
@@ -566,8 +571,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 let when = written_at
                     .get(&(ch.clone(), *seq))
                     .map(|s| *s as i64 - wall_start as i64);
+                // With `--trace-ids`: the ids of the channel's events either side of the loss.
+                let before = s.entries[..next].iter().rposition(
+                    |e| matches!(e, check::Entry::Event { channel, .. } if channel == &ch),
+                );
+                let ids = match (before.and_then(|b| s.id_at(b)), s.id_at(next)) {
+                    (None, None) => String::new(),
+                    (b, n) => format!("; ids either side {b:?} / {n:?}"),
+                };
                 explain.push(format!(
-                    "reader {} {ch} lost {seq} (written {when:?} s into the run); next received on the connection(s) {around:?}",
+                    "reader {} {ch} lost {seq} (written {when:?} s into the run); next received on the connection(s) {around:?}{ids}",
                     r.id
                 ));
             }
@@ -599,13 +612,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     })
                     .collect();
                 explain.push(format!(
-                    "reader {} {ch} got {seq} twice, {} entries apart (first ~{:.1}s on :{}, again ~{:.1}s on :{}), with between them {between:?}",
+                    "reader {} {ch} got {seq} twice, {} entries apart (first ~{:.1}s on :{}, again ~{:.1}s on :{}), with between them {between:?}{}",
                     r.id,
                     at - from,
                     s.time_of(from).unwrap_or(0.0),
                     s.port_of(from).unwrap_or(0),
                     s.time_of(*at).unwrap_or(0.0),
                     s.port_of(*at).unwrap_or(0),
+                    match (s.id_at(from), s.id_at(*at)) {
+                        (None, None) => String::new(),
+                        (a, b) => format!("; ids {a:?} / {b:?}"),
+                    }
                 ));
             }
             for o in &res.ooo_examples {
@@ -787,9 +804,25 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             s.entries.len(),
             s.time_of(s.entries.len()).unwrap_or(0.0)
         ));
-        for (t, port, id, at) in &s.conns {
+        for (k, (t, port, id, at)) in s.conns.iter().enumerate() {
+            let end = s.conns.get(k + 1).map_or(s.entries.len(), |c| c.3);
+            // With `--trace-ids`: the ids the connection's first and last events came with.
+            let (lo, hi) = (
+                s.ids.partition_point(|(i, _)| *i < *at),
+                s.ids.partition_point(|(i, _)| *i < end),
+            );
+            let traced: Vec<&str> = [lo, hi.wrapping_sub(1)]
+                .into_iter()
+                .filter(|k| (lo..hi).contains(k))
+                .map(|k| s.ids[k].1.as_str())
+                .collect();
             conns_text.push_str(&format!(
-                "  {t:8.1}s :{port} entry {at} Last-Event-ID {id:?}\n"
+                "  {t:8.1}s :{port} entries {at}..{end} Last-Event-ID {id:?}{}\n",
+                if traced.is_empty() {
+                    String::new()
+                } else {
+                    format!(" events {traced:?}")
+                }
             ));
         }
     }

@@ -45,6 +45,9 @@ pub struct ReaderState {
     pub marks: Vec<(usize, f64)>,
     /// The id of each `mode` event, by entry index (the position the source switched at).
     pub mode_ids: HashMap<usize, String>,
+    /// `--trace-ids`: keep every event's id, as (entry index, id).
+    pub trace_ids: bool,
+    pub ids: Vec<(usize, String)>,
 }
 
 /// See [`ReaderState::marks`].
@@ -61,6 +64,12 @@ impl ReaderState {
     pub fn time_of(&self, at: usize) -> Option<f64> {
         let k = self.marks.partition_point(|(i, _)| *i <= at);
         k.checked_sub(1).map(|k| self.marks[k].1)
+    }
+
+    /// The id event `at` came with, if ids are traced.
+    pub fn id_at(&self, at: usize) -> Option<&str> {
+        let k = self.ids.binary_search_by_key(&at, |(i, _)| *i).ok()?;
+        Some(&self.ids[k].1)
     }
 
     /// The gateway port of the connection entry `at` arrived on.
@@ -396,6 +405,10 @@ impl Reader {
                         if s.entries.len() % MARK_EVERY == 0 {
                             s.mark(self.started);
                         }
+                        if s.trace_ids {
+                            let at = s.entries.len();
+                            s.ids.push((at, id.to_string()));
+                        }
                         s.entries.push(Entry::Event {
                             channel: c.to_string(),
                             seq,
@@ -409,10 +422,12 @@ impl Reader {
                 let v = serde_json::from_str::<serde_json::Value>(data).ok();
                 let field = |k: &str| v.as_ref()?.get(k)?.as_str().map(String::from);
                 let reason = field("reason").unwrap_or_else(|| "unnamed".into());
+                let asked_secs = field("last_event_id").and_then(|p| position_secs(&p));
                 let resumed_secs = field("resumed_at").and_then(|p| position_secs(&p));
                 s.mark(self.started);
                 s.entries.push(Entry::Gap {
                     reason,
+                    asked_secs,
                     resumed_secs,
                 });
             }
