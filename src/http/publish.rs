@@ -88,8 +88,11 @@ pub async fn publish(
     let insert = state
         .runtime
         .spawn(async move { coll.insert_many(docs).await.map(|_| ()) });
+    let asked = std::time::Instant::now();
     match tokio::time::timeout(INSERT_TIMEOUT, insert).await {
-        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Ok(()))) => {
+            tracing::debug!(first = ?ids.first(), took = ?asked.elapsed(), "published");
+        }
         Ok(Ok(Err(e))) => {
             return Err(ApiError::unavailable(
                 "mongodb_unavailable",

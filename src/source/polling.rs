@@ -426,6 +426,7 @@ impl Poller {
         for idx in 0..self.sources.iter().count() {
             // Unseen `_id`s with no seen one between them: one range each.
             let mut runs: Vec<(ObjectId, ObjectId)> = Vec::new();
+            let mut unseen = 0usize;
             let mut extends = false;
             let mut skipped = 0;
             let (seen, not_before) = (&self.seen, self.not_before);
@@ -438,6 +439,7 @@ impl Poller {
                 if seen.contains(&(id, idx)) || !due(&id) || before_start {
                     extends = false;
                 } else {
+                    unseen += 1;
                     match runs.last_mut() {
                         Some(run) if extends => run.1 = id,
                         _ => runs.push((id, id)),
@@ -450,12 +452,34 @@ impl Poller {
                 .non_objectid_skipped
                 .fetch_add(skipped, Ordering::Relaxed);
             let docs = self.fetch(idx, &runs).await?;
+            if docs.len() < unseen {
+                // Deleted since the re-read (a TTL index, a capped collection), or a server
+                // that does not return what it just listed: worth seeing when chasing a late
+                // delivery.
+                tracing::debug!(
+                    source = idx,
+                    listed = unseen,
+                    fetched = docs.len(),
+                    ranges = ?runs,
+                    "a fetch returned fewer documents than the re-read listed"
+                );
+            }
             fresh.extend(docs.into_iter().map(|(id, doc)| (id, idx, doc)));
         }
         fresh.sort_by_key(|a| (a.0.bytes(), a.1));
         self.stats
             .documents_found
             .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        if !fresh.is_empty() && tracing::enabled!(tracing::Level::TRACE) {
+            let ids: Vec<String> = fresh.iter().map(|(id, i, _)| format!("{i}:{id}")).collect();
+            tracing::trace!(
+                origin = format_args!("{:08X}", self.origin),
+                high = ?self.high,
+                frontier = ?frontier,
+                ids = %ids.join(","),
+                "poll"
+            );
+        }
         let mut events = Vec::with_capacity(fresh.len());
         for (id, idx, doc) in fresh {
             // One writer whose clock runs ahead must not move the window past everyone
