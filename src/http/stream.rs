@@ -538,11 +538,12 @@ impl Conn {
         }
     }
 
-    /// Waits for the head to reach a resume position that was ahead of it. Another instance
-    /// a little further along catches up within milliseconds; a position that is never
-    /// reached (a restored cluster, a clock step, a forged id) would mean silence for ever, so
-    /// after [`AHEAD_WAIT`] the client is told a `gap` and continues from the subscription
-    /// head — from which nothing queued is lost.
+    /// Waits for the head to reach a resume position that was ahead of it and that no
+    /// gateway may have reached yet: beyond the clock horizon, or a polling id of no other
+    /// poller (another gateway's ids within the horizon need no wait, see `Resumer::open`).
+    /// Such a position may never be reached (a restored cluster, a clock step, a forged id),
+    /// which would mean silence for ever, so after [`AHEAD_WAIT`] the client is told a `gap`
+    /// and continues from the subscription head — from which nothing queued is lost.
     async fn wait_until_reached(&mut self, target: Position, sub: &Subscription) {
         let reached = {
             let hub = Arc::clone(&self.hub);
@@ -568,8 +569,8 @@ impl Conn {
         self.frames
             .push_back(gap::frame(GapReason::PositionAhead, &target, &sub.head));
         self.last_sent = sub.head.clone();
-        // Never another poller's cursor within the clock horizon: that one needs no wait
-        // (`Resumer::open`), its filter makes the resume exact.
+        // Never another gateway's position within the clock horizon: that one needs no wait
+        // (`Resumer::open`), the resume is exact.
     }
 
     /// A comment keeps proxies from timing the connection out; an `id:`-only message moves the

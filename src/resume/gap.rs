@@ -39,7 +39,7 @@ impl GapReason {
             GapReason::HistoryLost => "the requested position is no longer in MongoDB's oplog; events between it and `resumed_at` cannot be replayed",
             GapReason::TooFarBehind => "the requested polling position is more documents behind than a catch-up replays; events between it and `resumed_at` are not sent",
             GapReason::ModeChanged => "the requested position belongs to the other streaming mode (change stream / polling) and is older than this gateway's memory; events between it and `resumed_at` cannot be replayed",
-            GapReason::PositionAhead => "the requested position is ahead of everything MongoDB has told this gateway (a restored cluster, a clock step, or an id from elsewhere); events between `resumed_at` and it are sent, nothing before `resumed_at` can be",
+            GapReason::PositionAhead => "the requested position is ahead of everything MongoDB has told this gateway and ahead of its clock (a restored cluster, a clock step, a forged id); events between `resumed_at` and it are sent, nothing before `resumed_at` can be",
             GapReason::LateOrderUnknown => "the requested polling position counts documents that arrived late the way another gateway (or an earlier poller of this one) saw them; this gateway cannot tell which of them the client has, so late documents before `resumed_at` may be missing; nothing is repeated",
         }
     }

@@ -159,6 +159,16 @@ impl ModeResume for PollingCatchUp {
     }
 }
 
+/// A change-stream position no further ahead of this gateway's clock than a poller's cursor
+/// may be: one another gateway's stream reached, which this one's reaches too. Beyond it (a
+/// restored cluster, a stepped clock, a forged id) waiting could mean silence for hours.
+fn change_stream_reachable(pos: &Position) -> bool {
+    pos.kind() == PositionKind::ChangeStream
+        && pos
+            .cluster_time()
+            .is_some_and(|t| crate::source::polling::secs_within_horizon(t.time))
+}
+
 /// How a connection starts, once resumed.
 pub struct Resumed {
     /// For the admin list and the logs: `live`, `backlog`, `ring`, `catch_up` or `gap`.
@@ -289,8 +299,12 @@ impl Resumer {
                     // wait nor a gap: documents up to it are not sent, those after it are,
                     // whenever this gateway's polls get there. The client keeps its id until
                     // then — a gap's id (this head, behind the cursor) made a reconnect
-                    // elsewhere repeat what it had (the chaos soak).
-                    if sub.seen_through.is_none() {
+                    // elsewhere repeat what it had (the chaos soak). The same holds for a
+                    // change-stream id within the horizon, from a gateway whose stream got
+                    // further: every gateway names an event by the same resume token, so the
+                    // events up to it are exactly what the client has, and the stream skips
+                    // them (positions only move forward).
+                    if sub.seen_through.is_none() && !change_stream_reachable(pos) {
                         r.ahead = Some(pos.clone());
                     }
                 }

@@ -81,7 +81,13 @@ const FETCH_RANGES: usize = 256;
 /// Whether a poller could have moved its cursor to `id` by now: not past this gateway's
 /// clock horizon.
 pub fn within_horizon(id: &ObjectId) -> bool {
-    oid_secs(id) <= now_secs().saturating_add(FUTURE_TOLERANCE_SECS)
+    secs_within_horizon(oid_secs(id))
+}
+
+/// A time (seconds) no further ahead of this gateway's clock than [`FUTURE_TOLERANCE_SECS`]:
+/// one another gateway, or MongoDB, may already have reached.
+pub fn secs_within_horizon(secs: u32) -> bool {
+    secs <= now_secs().saturating_add(FUTURE_TOLERANCE_SECS)
 }
 
 fn now_secs() -> u32 {
