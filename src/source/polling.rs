@@ -65,6 +65,11 @@ pub struct Poller {
     /// not this gateway's to deliver.
     not_before: Option<ObjectId>,
     stats: Arc<PollStats>,
+    /// Awaited once, after the next re-read and before its fetch: where a test commits
+    /// documents in between.
+    /// (In a mutex only so that `&Poller` stays `Send`.)
+    #[cfg(test)]
+    after_scan: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
 }
 
 /// How far ahead of this gateway's clock an `_id` may move the polling cursor.
@@ -154,6 +159,8 @@ impl Poller {
             baseline: Vec::new(),
             not_before: None,
             stats,
+            #[cfg(test)]
+            after_scan: std::sync::Mutex::new(None),
         }
     }
 
@@ -384,8 +391,7 @@ impl Poller {
             while cursor.advance().await? {
                 self.stats.documents_fetched.fetch_add(1, Ordering::Relaxed);
                 let doc = cursor.deserialize_current()?;
-                // A range holds only unseen `_id`s as of the re-read; one inserted into it
-                // since is new as well. Checking costs nothing and rules out a repeat.
+                // Rules out a repeat whatever the server returns.
                 if let Ok(id) = doc.get_object_id("_id") {
                     if !self.seen.contains(&(id, idx)) {
                         out.push((id, doc));
@@ -432,7 +438,8 @@ impl Poller {
         for idx in 0..self.sources.iter().count() {
             // Unseen `_id`s with no seen one between them: one range each.
             let mut runs: Vec<(ObjectId, ObjectId)> = Vec::new();
-            let mut unseen = 0usize;
+            // The same `_id`s one by one, in `_id` order: what this poll may deliver.
+            let mut listed: Vec<ObjectId> = Vec::new();
             let mut extends = false;
             let mut skipped = 0;
             let (seen, not_before) = (&self.seen, self.not_before);
@@ -445,7 +452,7 @@ impl Poller {
                 if seen.contains(&(id, idx)) || !due(&id) || before_start {
                     extends = false;
                 } else {
-                    unseen += 1;
+                    listed.push(id);
                     match runs.last_mut() {
                         Some(run) if extends => run.1 = id,
                         _ => runs.push((id, id)),
@@ -457,17 +464,29 @@ impl Poller {
             self.stats
                 .non_objectid_skipped
                 .fetch_add(skipped, Ordering::Relaxed);
-            let docs = self.fetch(idx, &runs).await?;
-            if docs.len() < unseen {
-                // Deleted since the re-read (a TTL index, a capped collection), or a server
-                // that does not return what it just listed: worth seeing when chasing a late
-                // delivery.
+            #[cfg(test)]
+            {
+                let hook = self.after_scan.get_mut().map(Option::take).unwrap_or(None);
+                if let Some(hook) = hook {
+                    hook.await;
+                }
+            }
+            let mut docs = self.fetch(idx, &runs).await?;
+            // A range also holds documents committed since the re-read. Delivering one of
+            // them now would put it before a document committed earlier whose `_id` lies
+            // between seen ones, outside every range, which this poll did not list either
+            // (a publish whose insert was slow across a switch to polling, the chaos soak:
+            // defect 11) — and its polling id would then claim "everything up to here"
+            // without it. The next re-read lists both.
+            let fetched = docs.len();
+            docs.retain(|(id, _)| listed.binary_search(id).is_ok());
+            if docs.len() != listed.len() {
                 tracing::debug!(
                     source = idx,
-                    listed = unseen,
-                    fetched = docs.len(),
-                    ranges = ?runs,
-                    "a fetch returned fewer documents than the re-read listed"
+                    listed = listed.len(),
+                    fetched,
+                    kept = docs.len(),
+                    "a fetch found documents committed since the re-read (left for the next poll) or missed listed ones (deleted since)"
                 );
             }
             fresh.extend(docs.into_iter().map(|(id, doc)| (id, idx, doc)));
@@ -514,6 +533,69 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the chaos soak (defect 11): a publish whose insert was slow across a switch
+    /// to polling committed between a poll's re-read and its fetch, with an `_id` between
+    /// documents already delivered; the publish after it committed in the same moment with an
+    /// `_id` inside the fetch's range of new ones. The fetch returned the later one, the next
+    /// poll the earlier one, late: every reader got them out of order. (The earlier code
+    /// delivered 5, 6, 7 and then 2.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_committed_during_a_poll_waits_for_the_next_with_those_before_it() {
+        let sim = mongo_sim::Sim::start(mongo_sim::SimConfig {
+            standalone: true,
+            ..Default::default()
+        })
+        .await
+        .expect("start mongo-sim");
+        let client = mongodb::Client::with_uri_str(sim.uri())
+            .await
+            .expect("a client for mongo-sim");
+        let db = client.database("poll_fetch_race");
+        let logs = db.collection::<Document>("logs");
+        let secs = now_secs() - 3;
+        let id = move |n: u8| {
+            let mut b = [0u8; 12];
+            b[..4].copy_from_slice(&secs.to_be_bytes());
+            b[11] = n;
+            ObjectId::from_bytes(b)
+        };
+        let log = move |n: u8| doc! {"_id": id(n), "workspace_id": "w1", "workflow_id": "f1"};
+        let delivered = |evs: &[Event]| -> Vec<u8> {
+            evs.iter()
+                .map(|e| {
+                    (1..=9u8)
+                        .find(|n| e.key == Some(document_key("logs", &Bson::ObjectId(id(*n)))))
+                        .expect("one of the test's documents")
+                })
+                .collect()
+        };
+        let stats = Arc::new(PollStats::default());
+        let mut poller =
+            Poller::start_now(db, SourceSpecs::default(), Duration::from_secs(10), stats)
+                .await
+                .expect("start polling");
+
+        logs.insert_many([log(1), log(3)]).await.expect("insert");
+        assert_eq!(delivered(&poller.poll().await.expect("poll")), [1, 3]);
+        // Listed by the next re-read as one range of new `_id`s, 5 to 7.
+        logs.insert_many([log(5), log(7)]).await.expect("insert");
+        let between = logs.clone();
+        *poller.after_scan.get_mut().expect("not poisoned") = Some(Box::pin(async move {
+            // Committed after the re-read, in this order: 2 between delivered ones, then 6
+            // inside the range.
+            between.insert_one(log(2)).await.expect("insert");
+            between.insert_one(log(6)).await.expect("insert");
+        }));
+        let first = delivered(&poller.poll().await.expect("poll"));
+        let second = delivered(&poller.poll().await.expect("poll"));
+        assert_eq!(
+            (first, second),
+            (vec![5, 7], vec![2, 6]),
+            "6 was committed after 2 and must not be delivered before it"
+        );
+        sim.shutdown().await;
+    }
 
     #[test]
     fn window_bounds_are_whole_seconds() {
