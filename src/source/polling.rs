@@ -13,7 +13,9 @@
 //! re-read asks for `_id`s only (served from the `_id` index) and whole documents are fetched
 //! just for the `_id`s not seen yet, as ranges of consecutive unseen ones: usually one range
 //! (what arrived since the last poll), one more per late document. Reading the whole window's
-//! documents every poll cost hundreds of megabytes while a large insert went on.
+//! documents every poll cost hundreds of megabytes while a large insert went on. Of what a
+//! range returns, only the `_id`s the re-read listed are delivered: one committed since may
+//! have been committed after a document outside every range, which this poll does not see.
 //!
 //! Polling sees inserts only (that is what a log is); updates need change streams. Documents
 //! whose `_id` is not an ObjectId are skipped and counted.
