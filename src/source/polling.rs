@@ -72,6 +72,12 @@ pub struct Poller {
     /// (In a mutex only so that `&Poller` stays `Send`.)
     #[cfg(test)]
     after_scan: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    /// Like `after_scan`, before the re-read: where a test lets time pass during a poll.
+    #[cfg(test)]
+    before_scan: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    /// Seconds added to this poller's clock: a test's way of making a poll slow.
+    #[cfg(test)]
+    clock_ahead: Arc<AtomicU64>,
 }
 
 /// How far ahead of this gateway's clock an `_id` may move the polling cursor.
@@ -163,6 +169,10 @@ impl Poller {
             stats,
             #[cfg(test)]
             after_scan: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            before_scan: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            clock_ahead: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -295,6 +305,25 @@ impl Poller {
         self
     }
 
+    /// This gateway's clock, in seconds (a test may move it ahead).
+    fn now(&self) -> u32 {
+        #[cfg(test)]
+        {
+            let ahead = self
+                .clock_ahead
+                .load(Ordering::Relaxed)
+                .min(u64::from(u32::MAX)) as u32;
+            now_secs().saturating_add(ahead)
+        }
+        #[cfg(not(test))]
+        now_secs()
+    }
+
+    /// The clock horizon now (see [`FUTURE_TOLERANCE_SECS`]).
+    fn horizon(&self) -> u32 {
+        self.now().saturating_add(FUTURE_TOLERANCE_SECS)
+    }
+
     pub fn position(&self) -> Position {
         Position::Polling(PollCursor::counted_by(
             self.fingerprint,
@@ -417,7 +446,7 @@ impl Poller {
     pub async fn poll(&mut self) -> mongodb::error::Result<Vec<Event>> {
         let frontier = (!self.settle.is_zero()).then(|| {
             let settle = self.settle.as_secs().min(u64::from(u32::MAX)) as u32;
-            oid_at(now_secs().saturating_sub(settle))
+            oid_at(self.now().saturating_sub(settle))
         });
         self.poll_until(frontier).await
     }
@@ -433,9 +462,14 @@ impl Poller {
         frontier: Option<ObjectId>,
     ) -> mongodb::error::Result<Vec<Event>> {
         self.stats.polls.fetch_add(1, Ordering::Relaxed);
-        let horizon = now_secs().saturating_add(FUTURE_TOLERANCE_SECS);
-        // Beyond the horizon a document waits for nothing: it is delivered late at once.
-        let due = |id: &ObjectId| frontier.is_none_or(|f| *id < f) || oid_secs(id) > horizon;
+        // Beyond the clock horizon a document waits for nothing: it is delivered late at once.
+        // The horizon is read as each `_id` is, not once per poll: a poll can take seconds
+        // (a busy window, a failing MongoDB), and a document created meanwhile would look
+        // like one from a clock running ahead and overtake those before it that had not
+        // settled yet (the chaos soak, seed 2026: defect 16).
+        let due = |id: &ObjectId, horizon: &dyn Fn() -> u32| {
+            frontier.is_none_or(|f| *id < f) || oid_secs(id) > horizon()
+        };
         let mut fresh: Vec<(ObjectId, usize, Document)> = Vec::new();
         for idx in 0..self.sources.iter().count() {
             // Unseen `_id`s with no seen one between them: one range each.
@@ -444,14 +478,22 @@ impl Poller {
             let mut listed: Vec<ObjectId> = Vec::new();
             let mut extends = false;
             let mut skipped = 0;
+            #[cfg(test)]
+            {
+                let hook = self.before_scan.get_mut().map(Option::take).unwrap_or(None);
+                if let Some(hook) = hook {
+                    hook.await;
+                }
+            }
             let (seen, not_before) = (&self.seen, self.not_before);
+            let clock = || self.horizon();
             self.scan_window(idx, |id| {
                 let Some(id) = id else {
                     skipped += 1;
                     return;
                 };
                 let before_start = not_before.is_some_and(|b| id < b);
-                if seen.contains(&(id, idx)) || !due(&id) || before_start {
+                if seen.contains(&(id, idx)) || !due(&id, &clock) || before_start {
                     extends = false;
                 } else {
                     listed.push(id);
@@ -507,6 +549,7 @@ impl Poller {
                 "poll"
             );
         }
+        let horizon = self.horizon();
         let mut events = Vec::with_capacity(fresh.len());
         for (id, idx, doc) in fresh {
             // One writer whose clock runs ahead must not move the window past everyone
@@ -595,6 +638,70 @@ mod tests {
             (first, second),
             (vec![5, 7], vec![2, 6]),
             "6 was committed after 2 and must not be delivered before it"
+        );
+        sim.shutdown().await;
+    }
+
+    /// Found by the chaos soak (defect 16): a poll that took seconds (MongoDB failing
+    /// getMores under a fault) judged the clock horizon at its start, so a publish made while
+    /// it ran looked like one from a clock running ahead and was delivered at once, late —
+    /// before the publishes committed before it that had not settled yet. Every reader of the
+    /// channel got them out of order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_created_during_a_slow_poll_does_not_overtake_unsettled_ones() {
+        let sim = mongo_sim::Sim::start(mongo_sim::SimConfig {
+            standalone: true,
+            ..Default::default()
+        })
+        .await
+        .expect("start mongo-sim");
+        let client = mongodb::Client::with_uri_str(sim.uri())
+            .await
+            .expect("a client for mongo-sim");
+        let db = client.database("poll_slow_horizon");
+        let logs = db.collection::<Document>("logs");
+        let secs = now_secs();
+        let id = move |ahead: u32| {
+            let mut b = [0u8; 12];
+            b[..4].copy_from_slice(&(secs + ahead).to_be_bytes());
+            b[11] = 1;
+            ObjectId::from_bytes(b)
+        };
+        let log =
+            move |ahead: u32| doc! {"_id": id(ahead), "workspace_id": "w1", "workflow_id": "f1"};
+        let delivered = |evs: &[Event]| -> Vec<u32> {
+            evs.iter()
+                .map(|e| {
+                    (0..10u32)
+                        .find(|a| e.key == Some(document_key("logs", &Bson::ObjectId(id(*a)))))
+                        .expect("one of the test's documents")
+                })
+                .collect()
+        };
+        let stats = Arc::new(PollStats::default());
+        let mut poller =
+            Poller::start_now(db, SourceSpecs::default(), Duration::from_secs(10), stats)
+                .await
+                .expect("start polling")
+                .settling(Duration::from_secs(1));
+        let clock = Arc::clone(&poller.clock_ahead);
+
+        // Not settled yet: made this second.
+        logs.insert_one(log(0)).await.expect("insert");
+        let later = logs.clone();
+        let slow = Arc::clone(&clock);
+        *poller.before_scan.get_mut().expect("not poisoned") = Some(Box::pin(async move {
+            // The poll takes 3 s; meanwhile a document is made and committed, after the first.
+            slow.store(3, Ordering::Relaxed);
+            later.insert_one(log(3)).await.expect("insert");
+        }));
+        let first = delivered(&poller.poll().await.expect("poll"));
+        clock.store(5, Ordering::Relaxed);
+        let second = delivered(&poller.poll().await.expect("poll"));
+        assert_eq!(
+            (first, second),
+            (vec![], vec![0, 3]),
+            "the document made during the poll was committed after the unsettled one and must not be delivered before it"
         );
         sim.shutdown().await;
     }
