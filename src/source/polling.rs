@@ -579,14 +579,8 @@ impl Poller {
 mod tests {
     use super::*;
 
-    /// Found by the chaos soak (defect 11): a publish whose insert was slow across a switch
-    /// to polling committed between a poll's re-read and its fetch, with an `_id` between
-    /// documents already delivered; the publish after it committed in the same moment with an
-    /// `_id` inside the fetch's range of new ones. The fetch returned the later one, the next
-    /// poll the earlier one, late: every reader got them out of order. (The earlier code
-    /// delivered 5, 6, 7 and then 2.)
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_document_committed_during_a_poll_waits_for_the_next_with_those_before_it() {
+    /// A standalone mongo-sim (no change streams: what polling is for) and a database on it.
+    async fn standalone_sim(db: &str) -> (mongo_sim::Sim, Database) {
         let sim = mongo_sim::Sim::start(mongo_sim::SimConfig {
             standalone: true,
             ..Default::default()
@@ -596,7 +590,18 @@ mod tests {
         let client = mongodb::Client::with_uri_str(sim.uri())
             .await
             .expect("a client for mongo-sim");
-        let db = client.database("poll_fetch_race");
+        (sim, client.database(db))
+    }
+
+    /// Found by the chaos soak (defect 11): a publish whose insert was slow across a switch
+    /// to polling committed between a poll's re-read and its fetch, with an `_id` between
+    /// documents already delivered; the publish after it committed in the same moment with an
+    /// `_id` inside the fetch's range of new ones. The fetch returned the later one, the next
+    /// poll the earlier one, late: every reader got them out of order. (The earlier code
+    /// delivered 5, 6, 7 and then 2.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_committed_during_a_poll_waits_for_the_next_with_those_before_it() {
+        let (sim, db) = standalone_sim("poll_fetch_race").await;
         let logs = db.collection::<Document>("logs");
         let secs = now_secs() - 3;
         let id = move |n: u8| {
@@ -649,16 +654,7 @@ mod tests {
     /// channel got them out of order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_document_created_during_a_slow_poll_does_not_overtake_unsettled_ones() {
-        let sim = mongo_sim::Sim::start(mongo_sim::SimConfig {
-            standalone: true,
-            ..Default::default()
-        })
-        .await
-        .expect("start mongo-sim");
-        let client = mongodb::Client::with_uri_str(sim.uri())
-            .await
-            .expect("a client for mongo-sim");
-        let db = client.database("poll_slow_horizon");
+        let (sim, db) = standalone_sim("poll_slow_horizon").await;
         let logs = db.collection::<Document>("logs");
         let secs = now_secs();
         let id = move |ahead: u32| {
